@@ -1,0 +1,85 @@
+//! Storage errors. Backend messages are kept for the log, never shown to a client.
+
+/// What the store can report.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row or object does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was violated; `constraint` names it (e.g. `users_username_key`).
+    #[error("conflict on {constraint}")]
+    Conflict {
+        /// The violated constraint or index.
+        constraint: String,
+    },
+    /// The database or object store cannot be reached right now; retrying may help.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The master key does not open this data (wrong key file, variable or passphrase).
+    #[error("{0}")]
+    WrongKey(String),
+    /// Stored data failed authentication or is not in a known format.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+    /// Configuration or environment problem found while opening the store.
+    #[error("{0}")]
+    Setup(String),
+    /// Any other backend failure.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
+                constraint: db
+                    .constraint()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| sqlite_constraint(db.message())),
+            },
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("26") => {
+                StoreError::Corrupt("the database file is not readable with this key".into())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+impl From<fieldvault_crypto::CryptoError> for StoreError {
+    fn from(e: fieldvault_crypto::CryptoError) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+impl From<object_store::Error> for StoreError {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { .. } => StoreError::NotFound,
+            object_store::Error::AlreadyExists { path, .. } => StoreError::Conflict { constraint: path },
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// SQLite reports `UNIQUE constraint failed: users.username`; the unique index over
+/// `lower(username)` reports `index 'users_username_key'`. Either way, name what was violated.
+fn sqlite_constraint(message: &str) -> String {
+    if let Some(start) = message.find("index '") {
+        let rest = &message[start + 7..];
+        if let Some(end) = rest.find('\'') {
+            return rest[..end].to_owned();
+        }
+    }
+    message
+        .rsplit(": ")
+        .next()
+        .unwrap_or(message)
+        .replace('.', "_")
+}

@@ -1,0 +1,107 @@
+//! Fieldvault's storage: one [`Store`] trait with an embedded SQLite (SQLCipher) backend and a
+//! PostgreSQL backend, an encrypted blob store on `object_store`, and the keyring that ties data
+//! keys to the master key.
+//!
+//! Each `Store` method is one transaction. When a use case needs several writes to be atomic it
+//! gets one method (e.g. [`Store::create_project`] inserts the data key and the project together),
+//! so transactions never leak upward. Both backends pass the same suite (`tests/suite.rs`).
+#![warn(missing_docs)]
+
+pub mod blob;
+pub mod error;
+pub mod keyfile;
+pub mod keyring;
+pub mod model;
+pub mod open;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use fieldvault_core::{ProjectId, UserId};
+
+pub use blob::{BlobSettings, BlobStore};
+pub use error::StoreError;
+pub use keyring::Keyring;
+pub use model::{DataKeyRow, NewProject, NewUser, ProjectRow, UserRow, now_ms};
+pub use open::{MasterKeySource, Opened, StorageSettings, open};
+
+/// Which backend a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite encrypted with SQLCipher.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// Lowercase name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Re-wraps one data key: `(key id, wrapped under the old master key)` → wrapped under the new one.
+pub type Rewrap<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + Send + Sync + 'a;
+
+/// Everything Fieldvault keeps in its database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// Closes every connection; on SQLite this checkpoints the WAL into the database file.
+    async fn close(&self);
+
+    /// Cheap round trip proving the database answers (used by `/readyz`).
+    async fn health(&self) -> Result<(), StoreError>;
+
+    /// Reads a metadata value.
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores `value` under `key` only if no value is there yet; returns the value now stored.
+    /// Several instances starting together therefore agree on one value.
+    async fn meta_init(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// Creates an account. Fails with `Conflict{users_username_key}` for a taken name.
+    async fn create_user(&self, new: &NewUser) -> Result<UserRow, StoreError>;
+
+    /// Finds an account by name, case-insensitively.
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError>;
+
+    /// Finds an account by id.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRow>, StoreError>;
+
+    /// Number of accounts (the first start explains how to create one when it is zero).
+    async fn count_users(&self) -> Result<i64, StoreError>;
+
+    /// Stores a new data key and a project that uses it, atomically.
+    async fn create_project(
+        &self,
+        new: &NewProject,
+        key: &DataKeyRow,
+    ) -> Result<ProjectRow, StoreError>;
+
+    /// Finds a project (including soft-deleted ones).
+    async fn project(&self, id: ProjectId) -> Result<Option<ProjectRow>, StoreError>;
+
+    /// Projects that are not deleted, by id.
+    async fn list_projects(&self) -> Result<Vec<ProjectRow>, StoreError>;
+
+    /// Reads a wrapped data key.
+    async fn data_key(&self, id: &str) -> Result<Option<DataKeyRow>, StoreError>;
+
+    /// Destroys a data key (crypto-shredding) and detaches it from its project.
+    async fn destroy_data_key(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Re-wraps every data key and replaces the stored master-key check, in one transaction.
+    async fn rewrap_data_keys(
+        &self,
+        rewrap: &Rewrap<'_>,
+        new_key_check: &[u8],
+    ) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,40 @@
+//! The scale-out backend: PostgreSQL shared by several stateless instances (M9).
+//!
+//! Migrations run under sqlx's PostgreSQL advisory lock, so instances starting together apply
+//! each migration once. Contents are protected by the same per-project data keys as on SQLite;
+//! whole-database encryption at rest is the PostgreSQL host's job (documented in the README).
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+
+use crate::StoreError;
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pub(crate) pool: sqlx::PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies pending migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Setup(format!("cannot connect to PostgreSQL: {}", redact_url_error(&e))))?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Setup(format!("database migration failed: {e}")))?;
+        Ok(Self { pool })
+    }
+}
+
+/// sqlx errors never include the password, but keep only the first line for a one-line message.
+fn redact_url_error(e: &sqlx::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+crate::sql::shared_store_impl!(PgStore, crate::Backend::Postgres);

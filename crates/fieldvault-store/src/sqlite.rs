@@ -1,0 +1,76 @@
+//! The embedded backend: SQLite encrypted as a whole by SQLCipher (M2).
+//!
+//! The SQLCipher key is a random 256-bit database key (not the master key), handed over in raw
+//! form (`x'…'`) so no per-connection KDF runs. It is stored wrapped by the master key in
+//! `keyring.json`, which lets `fieldvault keys rotate` change the master key without rewriting
+//! the database. WAL mode with `synchronous = FULL`: a commit is on disk before it returns.
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use fieldvault_crypto::Key256;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::StoreError;
+
+/// The SQLite/SQLCipher store.
+pub struct SqliteStore {
+    pub(crate) pool: sqlx::SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if `create`) the database at `path` with `db_key`, and migrates it.
+    pub async fn open(path: &Path, db_key: &Key256, create: bool, max_connections: u32) -> Result<Self, StoreError> {
+        let url = format!("sqlite://{}", path.display());
+        let key_pragma = format!("\"x'{}'\"", fieldvault_crypto::random::to_hex(db_key.expose()));
+        let opts = SqliteConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Setup(format!("database path {}: {e}", path.display())))?
+            .pragma("key", key_pragma)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(opts)
+            .await
+            .map_err(|e| open_error(path, e))?;
+        // SQLCipher only checks the key when a page is read.
+        sqlx::query("SELECT count(*) FROM sqlite_master")
+            .execute(&pool)
+            .await
+            .map_err(|e| open_error(path, e))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Setup(format!("database migration failed: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// Writes an encrypted, consistent copy of the database to `dest` (`VACUUM INTO`).
+    pub async fn snapshot_into(&self, dest: &Path) -> Result<(), StoreError> {
+        sqlx::query("VACUUM INTO $1")
+            .bind(dest.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Corrupt(_) => StoreError::Corrupt(format!(
+            "{} cannot be read: the file is damaged or is not a Fieldvault database \
+             (restore it from a backup)",
+            path.display()
+        )),
+        StoreError::Unavailable(m) | StoreError::Backend(m) => {
+            StoreError::Setup(format!("cannot open database {}: {m}", path.display()))
+        }
+        other => other,
+    }
+}
+
+crate::sql::shared_store_impl!(SqliteStore, crate::Backend::Sqlite);

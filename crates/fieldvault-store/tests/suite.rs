@@ -1,0 +1,424 @@
+//! The store suite: one set of behaviours, run against SQLite always and PostgreSQL whenever
+//! `FIELDVAULT_TEST_PG` is set (always in CI), plus the blob store on a local directory and on a
+//! real S3-compatible server.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fieldvault_core::{ProjectId, UserId};
+use fieldvault_crypto::{Key256, MasterKey, SecretString};
+use fieldvault_store::blob::{BlobSettings, BlobStore, S3Settings, PART_LEN};
+use fieldvault_store::keyring::rotate_data_keys;
+use fieldvault_store::open::{RotateTo, rotate_master_key};
+use fieldvault_store::{Keyring, MasterKeySource, NewProject, NewUser, StorageSettings, StoreError, open};
+use fieldvault_testkit::pg::TestDb;
+use fieldvault_testkit::s3::S3Server;
+
+fn settings(dir: &std::path::Path, url: Option<&str>) -> StorageSettings {
+    StorageSettings {
+        data_dir: dir.to_path_buf(),
+        database_url: url.map(|u| SecretString::from(u)),
+        blobs: None,
+        master_key: MasterKeySource::File(dir.join("master.key")),
+        max_connections: 4,
+    }
+}
+
+fn user(name: &str) -> NewUser {
+    NewUser {
+        username: name.into(),
+        email: Some(format!("{name}@example.org")),
+        password_hash: "pbkdf2_sha256$1000$salt$aGFzaA==".into(),
+        superuser: false,
+    }
+}
+
+/// The behaviours every backend must share.
+async fn suite(settings: StorageSettings) {
+    let opened = open(&settings, true).await.unwrap();
+    let store = opened.store.clone();
+    let keyring = opened.keyring.clone();
+    store.health().await.unwrap();
+
+    // Metadata: the first writer wins, later writers read it back.
+    assert_eq!(store.meta_init("suite", b"one").await.unwrap(), b"one");
+    assert_eq!(store.meta_init("suite", b"two").await.unwrap(), b"one");
+    assert_eq!(store.meta("suite").await.unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(store.meta("absent").await.unwrap(), None);
+
+    // Users: unique case-insensitively, found by name and id.
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    let alice = store.create_user(&user("alice")).await.unwrap();
+    assert_eq!(alice.username, "alice");
+    assert!(alice.active && !alice.superuser);
+    match store.create_user(&user("ALICE")).await {
+        Err(StoreError::Conflict { constraint }) => assert_eq!(constraint, "users_username_key"),
+        other => panic!("expected conflict, got {other:?}"),
+    }
+    assert_eq!(store.count_users().await.unwrap(), 1, "a refused insert writes nothing");
+    assert_eq!(store.user_by_username("Alice").await.unwrap().unwrap().id, alice.id);
+    assert_eq!(store.user_by_id(alice.user_id()).await.unwrap().unwrap().username, "alice");
+    assert!(store.user_by_id(UserId(9_999)).await.unwrap().is_none());
+    assert!(!format!("{alice:?}").contains("pbkdf2"), "hashes stay out of Debug");
+
+    // Projects with their data keys, atomically.
+    let (dk, key) = keyring.new_data_key().unwrap();
+    let p = store
+        .create_project(
+            &NewProject {
+                name: "Survey".into(),
+                description: None,
+                created_by: Some(alice.user_id()),
+            },
+            &dk,
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.data_key_id.as_deref(), Some(dk.id.as_str()));
+    assert_eq!(store.project(p.project_id()).await.unwrap().unwrap(), p);
+    assert!(store.project(ProjectId(9_999)).await.unwrap().is_none());
+    assert_eq!(store.list_projects().await.unwrap(), vec![p.clone()]);
+    assert_eq!(keyring.data_key(&dk.id).await.unwrap(), key);
+    // A second keyring (a fresh process) unwraps it from the store.
+    let fresh = Keyring::attach(keyring.master().clone(), store.clone()).await.unwrap();
+    assert_eq!(fresh.data_key(&dk.id).await.unwrap(), key);
+
+    // Reusing a data key id fails and leaves no half-created project behind.
+    let dup = store
+        .create_project(
+            &NewProject {
+                name: "Dup".into(),
+                description: None,
+                created_by: None,
+            },
+            &dk,
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{:?}", dup.err());
+    assert_eq!(store.list_projects().await.unwrap().len(), 1);
+
+    // A different master key is refused by name.
+    let other = MasterKey::from_key(&Key256::generate().unwrap()).unwrap();
+    assert!(matches!(
+        Keyring::attach(other.clone(), store.clone()).await,
+        Err(StoreError::WrongKey(_))
+    ));
+
+    // Re-wrapping under a new key: the old key no longer attaches, the new one opens the data key.
+    let n = rotate_data_keys(store.as_ref(), keyring.master(), &other).await.unwrap();
+    assert_eq!(n, 1);
+    assert!(matches!(keyring.ensure_current().await, Err(StoreError::WrongKey(_))));
+    let rotated = Keyring::attach(other.clone(), store.clone()).await.unwrap();
+    assert_eq!(rotated.data_key(&dk.id).await.unwrap(), key);
+    // Running it again (a resumed rotation) is harmless.
+    rotate_data_keys(store.as_ref(), keyring.master(), &other).await.unwrap();
+    assert_eq!(
+        Keyring::attach(other.clone(), store.clone()).await.unwrap().data_key(&dk.id).await.unwrap(),
+        key
+    );
+
+    // Crypto-shredding: the key is gone, the project no longer points at it.
+    store.destroy_data_key(&dk.id).await.unwrap();
+    rotated.forget(&dk.id);
+    assert!(matches!(rotated.data_key(&dk.id).await, Err(StoreError::NotFound)));
+    assert_eq!(store.project(p.project_id()).await.unwrap().unwrap().data_key_id, None);
+    assert!(matches!(store.destroy_data_key(&dk.id).await, Err(StoreError::NotFound)));
+}
+
+#[tokio::test]
+async fn suite_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    suite(settings(&dir.path().join("data"), None)).await;
+}
+
+#[tokio::test]
+async fn suite_postgres() {
+    let Some(db) = TestDb::create().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    suite(settings(dir.path(), Some(&db.url))).await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn postgres_migrations_are_safe_when_instances_start_together() {
+    let Some(db) = TestDb::create().await else { return };
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = db.url.clone();
+        tasks.push(tokio::spawn(async move {
+            fieldvault_store::postgres::PgStore::connect(&url, 2).await.map(|_| ())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // Every instance sharing one database agrees on one master key check.
+    let dir = tempfile::tempdir().unwrap();
+    let key = fieldvault_crypto::keyring::encode_key_base64(&Key256::generate().unwrap());
+    let mut s = settings(dir.path(), Some(&db.url));
+    s.master_key = MasterKeySource::Inline(SecretString::new(key));
+    let a = open(&s, true).await.unwrap();
+    let b = open(&s, true).await.unwrap();
+    assert_eq!(a.keyring.master().fingerprint(), b.keyring.master().fingerprint());
+    a.store.create_user(&user("shared")).await.unwrap();
+    assert!(b.store.user_by_username("shared").await.unwrap().is_some());
+    db.drop_db().await;
+}
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn embedded_store_is_encrypted_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let marker = format!("MARKER-{}", fieldvault_testkit::unique_suffix());
+    {
+        let o = open(&settings(&data, None), true).await.unwrap();
+        assert!(o.created_master_key);
+        o.store.create_user(&user(&marker)).await.unwrap();
+        let (dk, key) = o.keyring.new_data_key().unwrap();
+        o.store
+            .create_project(&NewProject { name: marker.clone(), description: Some(marker.clone()), created_by: None }, &dk)
+            .await
+            .unwrap();
+        let body = Bytes::from(format!("<data>{marker}</data>").repeat(1000));
+        o.blobs.put_bytes(&key, "p/1/blob", b"aad", body).await.unwrap();
+        // Check while the WAL still holds the fresh pages, then again after close.
+        for f in all_files(&data) {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(!contains(&bytes, marker.as_bytes()), "marker in {}", f.display());
+        }
+    }
+    for f in all_files(&data) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!contains(&bytes, marker.as_bytes()), "marker in {}", f.display());
+    }
+    let db = std::fs::read(data.join("fieldvault.db")).unwrap();
+    assert!(!db.starts_with(b"SQLite format 3"), "no plaintext SQLite header");
+    // Opening it as a plain SQLite database fails.
+    let plain = sqlx::sqlite::SqliteConnectOptions::new().filename(data.join("fieldvault.db"));
+    use sqlx::ConnectOptions as _;
+    let mut c = plain.connect().await.unwrap();
+    assert!(sqlx::query("SELECT name FROM sqlite_master").fetch_all(&mut c).await.is_err());
+    // The key file is private.
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(data.join("master.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn digest_dir(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = all_files(dir)
+        .into_iter()
+        .filter(|p| !p.ends_with("fieldvault.lock"))
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn bad_keys_and_damaged_files_are_refused_without_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = settings(&data, None);
+    {
+        let o = open(&s, true).await.unwrap();
+        o.store.create_user(&user("alice")).await.unwrap();
+        o.store.close().await;
+    }
+    let before = digest_dir(&data);
+
+    // Wrong key from the environment.
+    let mut wrong = s.clone();
+    let other = fieldvault_crypto::keyring::encode_key_base64(&Key256::generate().unwrap());
+    wrong.master_key = MasterKeySource::Inline(SecretString::new(other));
+    let e = open(&wrong, true).await.err().unwrap();
+    assert!(matches!(e, StoreError::WrongKey(_)), "{e}");
+    assert!(e.to_string().contains("does not open"), "{e}");
+    // Malformed key.
+    wrong.master_key = MasterKeySource::Inline(SecretString::from("not-a-key"));
+    assert!(open(&wrong, true).await.err().unwrap().to_string().contains("FIELDVAULT_MASTER_KEY"));
+    assert_eq!(digest_dir(&data), before);
+
+    // Key file readable by others.
+    use std::os::unix::fs::PermissionsExt as _;
+    let kf = data.join("master.key");
+    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = open(&s, true).await.err().unwrap().to_string();
+    assert!(e.contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Missing key file next to existing data: never silently make a new key.
+    let saved = std::fs::read(&kf).unwrap();
+    std::fs::remove_file(&kf).unwrap();
+    let e = open(&s, true).await.err().unwrap().to_string();
+    assert!(e.contains("is missing"), "{e}");
+    assert!(!kf.exists());
+    std::fs::write(&kf, &saved).unwrap();
+    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A damaged database file.
+    let dbf = data.join("fieldvault.db");
+    let mut db = std::fs::read(&dbf).unwrap();
+    for b in db.iter_mut().take(4096) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&dbf, &db).unwrap();
+    let damaged = digest_dir(&data);
+    let e = open(&s, true).await.err().unwrap();
+    assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
+    assert!(e.to_string().contains("damaged"), "{e}");
+    assert_eq!(digest_dir(&data), damaged, "nothing modified");
+
+    // A data dir that is a file.
+    let file = dir.path().join("plainfile");
+    std::fs::write(&file, b"x").unwrap();
+    let e = open(&settings(&file, None), true).await.err().unwrap().to_string();
+    assert!(e.contains("not a directory"), "{e}");
+    // A data dir that does not exist, when creating is not allowed.
+    let e = open(&settings(&dir.path().join("nope"), None), false).await.err().unwrap().to_string();
+    assert!(e.contains("does not exist"), "{e}");
+}
+
+#[tokio::test]
+async fn rotation_rewraps_without_rewriting_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = settings(&data, None);
+    let (dk_id, key, old_fp) = {
+        let o = open(&s, true).await.unwrap();
+        let (dk, key) = o.keyring.new_data_key().unwrap();
+        o.store
+            .create_project(&NewProject { name: "p".into(), description: None, created_by: None }, &dk)
+            .await
+            .unwrap();
+        o.blobs.put_bytes(&key, "p/blob", b"a", Bytes::from_static(b"payload")).await.unwrap();
+        (dk.id, key, o.keyring.master().fingerprint())
+    };
+    // While a server holds the data dir, rotation refuses.
+    {
+        let _running = open(&s, false).await.unwrap();
+        let e = rotate_master_key(&s, RotateTo::RandomKey).await.err().unwrap().to_string();
+        assert!(e.contains("stop it first"), "{e}");
+    }
+    // An interrupted rotation (the next key written, nothing else) blocks normal starts...
+    let next = fieldvault_crypto::keyring::encode_key_base64(&Key256::generate().unwrap());
+    std::fs::write(data.join("master.key.new"), format!("{next}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(data.join("master.key.new"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let e = open(&s, false).await.err().unwrap().to_string();
+    assert!(e.contains("interrupted"), "{e}");
+    // ...and the next rotate finishes it with that key.
+    let db_before = std::fs::metadata(data.join("fieldvault.db")).unwrap().len();
+    let r = rotate_master_key(&s, RotateTo::RandomKey).await.unwrap();
+    assert_eq!(r.data_keys, 1);
+    assert_ne!(r.fingerprint, old_fp);
+    assert!(r.new_inline_key.is_none());
+    assert!(!data.join("master.key.new").exists());
+    assert_eq!(MasterKey::from_base64(&next).unwrap().fingerprint(), r.fingerprint);
+    let o = open(&s, false).await.unwrap();
+    assert_eq!(o.keyring.master().fingerprint(), r.fingerprint);
+    assert_eq!(o.keyring.data_key(&dk_id).await.unwrap(), key);
+    assert_eq!(o.blobs.get_bytes(&key, "p/blob", b"a").await.unwrap(), b"payload");
+    assert!(std::fs::metadata(data.join("fieldvault.db")).unwrap().len() <= db_before + 65536);
+}
+
+async fn blob_behaviour(blobs: BlobStore) {
+    let key = Key256::generate().unwrap();
+    blobs.health().await.unwrap();
+    // Small, empty and multi-part sizes round-trip.
+    for (name, len) in [("t/empty", 0usize), ("t/small", 1000), ("t/large", PART_LEN * 2 + 12_345)] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            data.chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let info = blobs
+            .put_stream(&key, name, name.as_bytes(), futures_util::stream::iter(chunks))
+            .await
+            .unwrap();
+        assert_eq!(info.size, len as u64);
+        assert_eq!(info.stored_size, fieldvault_crypto::stream::ciphertext_len(len as u64));
+        assert_eq!(blobs.get_bytes(&key, name, name.as_bytes()).await.unwrap(), data, "{name}");
+        let raw = blobs.get_raw(name).await.unwrap();
+        assert_eq!(raw.len() as u64, info.stored_size);
+        if len > 0 {
+            assert!(!contains(&raw, &data[..len.min(64)]), "stored as ciphertext");
+        }
+    }
+    let raw = blobs.get_raw("t/large").await.unwrap().to_vec();
+    let hdr = fieldvault_crypto::stream::HEADER_LEN;
+    let full = fieldvault_crypto::stream::CHUNK_LEN + 16;
+
+    // Tampered: one flipped byte.
+    let mut flipped = raw.clone();
+    flipped[hdr + 5000] ^= 0x80;
+    blobs.put_raw("t/bad", Bytes::from(flipped)).await.unwrap();
+    assert!(matches!(blobs.get_bytes(&key, "t/bad", b"t/large").await, Err(StoreError::Corrupt(_))));
+    // Reordered: two chunks swapped.
+    let mut swapped = raw[..hdr].to_vec();
+    swapped.extend_from_slice(&raw[hdr + full..hdr + 2 * full]);
+    swapped.extend_from_slice(&raw[hdr..hdr + full]);
+    swapped.extend_from_slice(&raw[hdr + 2 * full..]);
+    blobs.put_raw("t/bad", Bytes::from(swapped)).await.unwrap();
+    assert!(matches!(blobs.get_bytes(&key, "t/bad", b"t/large").await, Err(StoreError::Corrupt(_))));
+    // Truncated at a chunk boundary and mid-chunk.
+    for cut in [hdr + 3 * full, raw.len() - 7] {
+        blobs.put_raw("t/bad", Bytes::copy_from_slice(&raw[..cut])).await.unwrap();
+        assert!(matches!(blobs.get_bytes(&key, "t/bad", b"t/large").await, Err(StoreError::Corrupt(_))));
+    }
+    // Moved: right bytes, wrong place.
+    blobs.put_raw("t/bad", Bytes::from(raw.clone())).await.unwrap();
+    assert!(matches!(blobs.get_bytes(&key, "t/bad", b"t/bad").await, Err(StoreError::Corrupt(_))));
+    // Wrong key.
+    let other = Key256::generate().unwrap();
+    assert!(blobs.get_bytes(&other, "t/large", b"t/large").await.is_err());
+    // Missing, and unsafe names.
+    assert!(matches!(blobs.get_bytes(&key, "t/none", b"x").await, Err(StoreError::NotFound)));
+    for bad in ["", "/abs", "a/../b", "a//b"] {
+        assert!(blobs.get_raw(bad).await.is_err(), "{bad}");
+    }
+    blobs.delete("t/small").await.unwrap();
+    blobs.delete("t/small").await.unwrap();
+    assert!(matches!(blobs.get_raw("t/small").await, Err(StoreError::NotFound)));
+}
+
+#[tokio::test]
+async fn blobs_on_local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    blob_behaviour(BlobStore::open(&BlobSettings::Local(dir.path().to_path_buf())).unwrap()).await;
+}
+
+#[tokio::test]
+async fn blobs_on_s3_compatible_server() {
+    let Some(s3) = S3Server::start().await else { return };
+    let blobs = BlobStore::open(&BlobSettings::S3(S3Settings {
+        bucket: s3.bucket.clone(),
+        prefix: "fieldvault/test".into(),
+        endpoint: Some(s3.endpoint.clone()),
+        region: "us-east-1".into(),
+        access_key_id: s3.access_key.clone(),
+        secret_access_key: SecretString::from(s3.secret_key.as_str()),
+        allow_http: true,
+    }))
+    .unwrap();
+    blob_behaviour(blobs).await;
+    let _ = Arc::new(());
+}
