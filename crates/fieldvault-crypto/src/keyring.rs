@@ -65,7 +65,8 @@ impl MasterKey {
         }
         let params = argon2::Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, 1, Some(32))
             .map_err(|_| CryptoError::InvalidKey("argon2 parameters"))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
             .hash_password_into(passphrase.expose().as_bytes(), salt, &mut out)
@@ -182,6 +183,8 @@ mod tests {
         let c = MasterKey::from_passphrase(&p, b"fedcba9876543210").unwrap();
         assert!(a.matches_check(&b.key_check()));
         assert!(!a.matches_check(&c.key_check()));
-        assert!(MasterKey::from_passphrase(&SecretString::from("short"), b"0123456789abcdef").is_err());
+        assert!(
+            MasterKey::from_passphrase(&SecretString::from("short"), b"0123456789abcdef").is_err()
+        );
     }
 }

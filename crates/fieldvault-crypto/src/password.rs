@@ -32,7 +32,11 @@ pub struct PasswordHash {
 
 impl std::fmt::Debug for PasswordHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PasswordHash(pbkdf2_sha256, {} iterations)", self.iterations)
+        write!(
+            f,
+            "PasswordHash(pbkdf2_sha256, {} iterations)",
+            self.iterations
+        )
     }
 }
 

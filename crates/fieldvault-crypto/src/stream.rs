@@ -121,7 +121,7 @@ impl StreamSealer {
 
 enum OpenerState {
     Header(Key256),
-    Body(DecryptorBE32<Aes256Gcm>),
+    Body(Box<DecryptorBE32<Aes256Gcm>>),
 }
 
 /// Decrypts a stream produced by [`StreamSealer`], verifying every chunk.
@@ -158,7 +158,7 @@ impl StreamOpener {
             let prefix = &self.buf[MAGIC.len() + SALT_LEN..HEADER_LEN];
             let cipher = blob_cipher(key, salt)?;
             let dec = DecryptorBE32::from_aead(cipher, GenericArray::from_slice(prefix));
-            self.state = OpenerState::Body(dec);
+            self.state = OpenerState::Body(Box::new(dec));
             self.buf.clear();
         }
         let OpenerState::Body(dec) = &mut self.state else {
@@ -232,7 +232,15 @@ mod tests {
     #[test]
     fn round_trips_at_chunk_edges() {
         let k = Key256::generate().unwrap();
-        for n in [0, 1, CHUNK_LEN - 1, CHUNK_LEN, CHUNK_LEN + 1, 3 * CHUNK_LEN, 200_000] {
+        for n in [
+            0,
+            1,
+            CHUNK_LEN - 1,
+            CHUNK_LEN,
+            CHUNK_LEN + 1,
+            3 * CHUNK_LEN,
+            200_000,
+        ] {
             let pt = data(n);
             let ct = seal_all(&k, b"blob:a", &pt).unwrap();
             assert_eq!(ct.len() as u64, ciphertext_len(n as u64), "n={n}");
@@ -279,8 +287,14 @@ mod tests {
         let cut = &ct[..HEADER_LEN + 2 * full];
         assert_eq!(open_all(&k, b"blob:a", cut), Err(CryptoError::Decrypt));
         // Cut inside the header or right after it.
-        assert_eq!(open_all(&k, b"blob:a", &ct[..10]), Err(CryptoError::Truncated));
-        assert_eq!(open_all(&k, b"blob:a", &ct[..HEADER_LEN]), Err(CryptoError::Truncated));
+        assert_eq!(
+            open_all(&k, b"blob:a", &ct[..10]),
+            Err(CryptoError::Truncated)
+        );
+        assert_eq!(
+            open_all(&k, b"blob:a", &ct[..HEADER_LEN]),
+            Err(CryptoError::Truncated)
+        );
         // Dropped tail bytes.
         assert!(open_all(&k, b"blob:a", &ct[..ct.len() - 1]).is_err());
 

@@ -1,1 +1,22 @@
-//! placeholder
+//! Fieldvault's HTTP server: configuration, application state, routes, middleware and TLS.
+//!
+//! Requests flow one way: middleware (request id, client IP, access log, limits, security
+//! headers) → extractor (who is calling) → handler → service (authorize + rules) → store.
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod middleware;
+pub mod problem;
+pub mod router;
+pub mod serve;
+pub mod service;
+pub mod tls;
+pub mod users;
+
+pub use app::App;
+pub use config::Config;
+pub use problem::ApiError;

@@ -67,7 +67,9 @@ pub fn parse_s3_url(url: &str) -> Result<(String, String), StoreError> {
         .ok_or_else(|| StoreError::Setup(format!("blob_store {url:?} must start with s3://")))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
-        return Err(StoreError::Setup(format!("blob_store {url:?} names no bucket")));
+        return Err(StoreError::Setup(format!(
+            "blob_store {url:?} names no bucket"
+        )));
     }
     Ok((bucket.to_owned(), prefix.trim_matches('/').to_owned()))
 }
@@ -101,10 +103,15 @@ impl BlobStore {
         match settings {
             BlobSettings::Local(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Setup(format!("cannot create blob directory {}: {e}", dir.display()))
+                    StoreError::Setup(format!(
+                        "cannot create blob directory {}: {e}",
+                        dir.display()
+                    ))
                 })?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|e| StoreError::Setup(format!("blob directory {}: {e}", dir.display())))?
+                    .map_err(|e| {
+                        StoreError::Setup(format!("blob directory {}: {e}", dir.display()))
+                    })?
                     .with_fsync(true)
                     .with_automatic_cleanup(true);
                 Ok(Self {
@@ -143,11 +150,17 @@ impl BlobStore {
     fn path(&self, name: &str) -> Result<ObjectPath, StoreError> {
         if name.is_empty()
             || name.starts_with('/')
-            || name.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+            || name
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
         {
             return Err(StoreError::Setup(format!("invalid blob name {name:?}")));
         }
-        Ok(self.prefix.parts().chain(ObjectPath::from(name).parts()).collect())
+        Ok(self
+            .prefix
+            .parts()
+            .chain(ObjectPath::from(name).parts())
+            .collect())
     }
 
     /// Encrypts and stores a stream of plaintext under `name`, bound to `aad`. Memory use is
@@ -227,34 +240,42 @@ impl BlobStore {
         let got = self.inner.get(&path).await?;
         let opener = StreamOpener::new(key, aad);
         let state = (got.into_stream(), Some(opener));
-        Ok(futures_util::stream::unfold(state, |(mut inner, opener)| async move {
-            let mut opener = opener?;
-            loop {
-                match inner.next().await {
-                    Some(Ok(ct)) => {
-                        let mut out = Vec::new();
-                        if let Err(e) = opener.update(&ct, &mut out) {
-                            return Some((Err(StoreError::from(e)), (inner, None)));
+        Ok(futures_util::stream::unfold(
+            state,
+            |(mut inner, opener)| async move {
+                let mut opener = opener?;
+                loop {
+                    match inner.next().await {
+                        Some(Ok(ct)) => {
+                            let mut out = Vec::new();
+                            if let Err(e) = opener.update(&ct, &mut out) {
+                                return Some((Err(StoreError::from(e)), (inner, None)));
+                            }
+                            if !out.is_empty() {
+                                return Some((Ok(Bytes::from(out)), (inner, Some(opener))));
+                            }
                         }
-                        if !out.is_empty() {
-                            return Some((Ok(Bytes::from(out)), (inner, Some(opener))));
+                        Some(Err(e)) => return Some((Err(StoreError::from(e)), (inner, None))),
+                        None => {
+                            let mut out = Vec::new();
+                            return match opener.finish(&mut out) {
+                                Ok(()) => Some((Ok(Bytes::from(out)), (inner, None))),
+                                Err(e) => Some((Err(StoreError::from(e)), (inner, None))),
+                            };
                         }
-                    }
-                    Some(Err(e)) => return Some((Err(StoreError::from(e)), (inner, None))),
-                    None => {
-                        let mut out = Vec::new();
-                        return match opener.finish(&mut out) {
-                            Ok(()) => Some((Ok(Bytes::from(out)), (inner, None))),
-                            Err(e) => Some((Err(StoreError::from(e)), (inner, None))),
-                        };
                     }
                 }
-            }
-        }))
+            },
+        ))
     }
 
     /// Reads and decrypts a whole blob into memory (for small blobs and tests).
-    pub async fn get_bytes(&self, key: &Key256, name: &str, aad: &[u8]) -> Result<Vec<u8>, StoreError> {
+    pub async fn get_bytes(
+        &self,
+        key: &Key256,
+        name: &str,
+        aad: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
         let mut s = std::pin::pin!(self.get_stream(key, name, aad).await?);
         let mut out = Vec::new();
         while let Some(piece) = s.next().await {
@@ -270,7 +291,9 @@ impl BlobStore {
 
     /// Overwrites the raw stored bytes (restores, and tests that simulate tampering).
     pub async fn put_raw(&self, name: &str, data: Bytes) -> Result<(), StoreError> {
-        self.inner.put(&self.path(name)?, PutPayload::from(data)).await?;
+        self.inner
+            .put(&self.path(name)?, PutPayload::from(data))
+            .await?;
         Ok(())
     }
 

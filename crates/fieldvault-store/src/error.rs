@@ -62,7 +62,9 @@ impl From<object_store::Error> for StoreError {
     fn from(e: object_store::Error) -> Self {
         match e {
             object_store::Error::NotFound { .. } => StoreError::NotFound,
-            object_store::Error::AlreadyExists { path, .. } => StoreError::Conflict { constraint: path },
+            object_store::Error::AlreadyExists { path, .. } => {
+                StoreError::Conflict { constraint: path }
+            }
             other => StoreError::Unavailable(other.to_string()),
         }
     }

@@ -68,7 +68,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
         write_private_new(&p, b"secret").unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_private(&p).unwrap().as_str(), "secret");
         assert!(write_private_new(&p, b"other").is_err(), "never overwrites");
         replace_private(&p, b"new").unwrap();

@@ -92,7 +92,9 @@ impl Keyring {
         let key = self
             .master
             .unwrap(&row.wrapped, &data_key_aad(id))
-            .map_err(|_| StoreError::WrongKey(format!("data key {id} does not open with the master key")))?;
+            .map_err(|_| {
+                StoreError::WrongKey(format!("data key {id} does not open with the master key"))
+            })?;
         self.remember(id, &key);
         Ok(key)
     }

@@ -114,12 +114,21 @@ pub async fn open(settings: &StorageSettings, create: bool) -> Result<Opened, St
         )));
     }
     let embedded = settings.database_url.is_none();
-    let existing = embedded && (dir.join(DATABASE_FILE).exists() || dir.join(KEYRING_FILE).exists());
+    let existing =
+        embedded && (dir.join(DATABASE_FILE).exists() || dir.join(KEYRING_FILE).exists());
     let (master, created_master_key) = load_master(settings, create && !existing)?;
     let store: Arc<dyn Store> = match &settings.database_url {
         None => {
             let db_key = database_key(dir, &master, create)?;
-            Arc::new(SqliteStore::open(&dir.join(DATABASE_FILE), &db_key, create, settings.max_connections).await?)
+            Arc::new(
+                SqliteStore::open(
+                    &dir.join(DATABASE_FILE),
+                    &db_key,
+                    create,
+                    settings.max_connections,
+                )
+                .await?,
+            )
         }
         Some(url) => Arc::new(PgStore::connect(url.expose(), settings.max_connections).await?),
     };
@@ -157,7 +166,10 @@ fn prepare_data_dir(dir: &Path, create: bool) -> Result<(), StoreError> {
             .map_err(|e| StoreError::Setup(format!("cannot restrict {}: {e}", dir.display())))?;
     }
     if !dir.is_dir() {
-        return Err(StoreError::Setup(format!("data directory {} is not a directory", dir.display())));
+        return Err(StoreError::Setup(format!(
+            "data directory {} is not a directory",
+            dir.display()
+        )));
     }
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"")
@@ -179,18 +191,31 @@ fn lock_data_dir(dir: &Path, exclusive: bool) -> Result<std::fs::File, StoreErro
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::Setup(format!("cannot open {}: {e}", path.display())))?;
-    let locked = if exclusive { f.try_lock() } else { f.try_lock_shared() };
+    let locked = if exclusive {
+        f.try_lock()
+    } else {
+        f.try_lock_shared()
+    };
     locked.map_err(|_| {
         StoreError::Setup(if exclusive {
-            format!("{} is in use by a running Fieldvault; stop it first", dir.display())
+            format!(
+                "{} is in use by a running Fieldvault; stop it first",
+                dir.display()
+            )
         } else {
-            format!("{} is locked by `fieldvault keys rotate`; wait for it to finish", dir.display())
+            format!(
+                "{} is locked by `fieldvault keys rotate`; wait for it to finish",
+                dir.display()
+            )
         })
     })?;
     Ok(f)
 }
 
-fn load_master(settings: &StorageSettings, may_create: bool) -> Result<(MasterKey, bool), StoreError> {
+fn load_master(
+    settings: &StorageSettings,
+    may_create: bool,
+) -> Result<(MasterKey, bool), StoreError> {
     let dir = &settings.data_dir;
     match &settings.master_key {
         MasterKeySource::File(path) => {
@@ -272,7 +297,9 @@ fn unwrap_database_key(path: &Path, masters: &[&MasterKey]) -> Result<(Key256, u
         .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
     let wrapped = base64::engine::general_purpose::STANDARD
         .decode(&file.database_key)
-        .map_err(|_| StoreError::Corrupt(format!("{}: database_key is not base64", path.display())))?;
+        .map_err(|_| {
+            StoreError::Corrupt(format!("{}: database_key is not base64", path.display()))
+        })?;
     for (i, m) in masters.iter().enumerate() {
         if let Ok(k) = m.unwrap(&wrapped, DB_KEY_AAD) {
             return Ok((k, i));
@@ -286,10 +313,16 @@ fn unwrap_database_key(path: &Path, masters: &[&MasterKey]) -> Result<(Key256, u
     )))
 }
 
-fn write_keyring_file(path: &Path, master: &MasterKey, key: &Key256, replace: bool) -> Result<(), StoreError> {
+fn write_keyring_file(
+    path: &Path,
+    master: &MasterKey,
+    key: &Key256,
+    replace: bool,
+) -> Result<(), StoreError> {
     let file = KeyringFile {
         version: 1,
-        database_key: base64::engine::general_purpose::STANDARD.encode(master.wrap(key, DB_KEY_AAD)?),
+        database_key: base64::engine::general_purpose::STANDARD
+            .encode(master.wrap(key, DB_KEY_AAD)?),
     };
     let text = serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Backend(e.to_string()))?;
     if replace {
@@ -321,7 +354,10 @@ pub struct Rotated {
 /// Re-wraps every key under a new master key without rewriting data. Needs every process using
 /// the data directory stopped (on PostgreSQL: every instance). Resumable: an interrupted run
 /// leaves `master.key.new` (or `master.salt.new`) behind and the next run finishes the job.
-pub async fn rotate_master_key(settings: &StorageSettings, to: RotateTo) -> Result<Rotated, StoreError> {
+pub async fn rotate_master_key(
+    settings: &StorageSettings,
+    to: RotateTo,
+) -> Result<Rotated, StoreError> {
     let dir = &settings.data_dir;
     prepare_data_dir(dir, false)?;
     let _lock = lock_data_dir(dir, true)?;
@@ -389,7 +425,11 @@ pub async fn rotate_master_key(settings: &StorageSettings, to: RotateTo) -> Resu
     })
 }
 
-async fn check_either(store: &dyn Store, old: &MasterKey, new: &MasterKey) -> Result<(), StoreError> {
+async fn check_either(
+    store: &dyn Store,
+    old: &MasterKey,
+    new: &MasterKey,
+) -> Result<(), StoreError> {
     match store.meta(crate::keyring::KEY_CHECK_META).await? {
         Some(c) if old.matches_check(&c) || new.matches_check(&c) => Ok(()),
         Some(_) => Err(StoreError::WrongKey(format!(

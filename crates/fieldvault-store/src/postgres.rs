@@ -23,7 +23,12 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|e| StoreError::Setup(format!("cannot connect to PostgreSQL: {}", redact_url_error(&e))))?;
+            .map_err(|e| {
+                StoreError::Setup(format!(
+                    "cannot connect to PostgreSQL: {}",
+                    redact_url_error(&e)
+                ))
+            })?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await

@@ -21,9 +21,17 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if `create`) the database at `path` with `db_key`, and migrates it.
-    pub async fn open(path: &Path, db_key: &Key256, create: bool, max_connections: u32) -> Result<Self, StoreError> {
+    pub async fn open(
+        path: &Path,
+        db_key: &Key256,
+        create: bool,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
         let url = format!("sqlite://{}", path.display());
-        let key_pragma = format!("\"x'{}'\"", fieldvault_crypto::random::to_hex(db_key.expose()));
+        let key_pragma = format!(
+            "\"x'{}'\"",
+            fieldvault_crypto::random::to_hex(db_key.expose())
+        );
         let opts = SqliteConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Setup(format!("database path {}: {e}", path.display())))?
             .pragma("key", key_pragma)

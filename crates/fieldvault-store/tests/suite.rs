@@ -2,22 +2,24 @@
 //! `FIELDVAULT_TEST_PG` is set (always in CI), plus the blob store on a local directory and on a
 //! real S3-compatible server.
 
-use std::sync::Arc;
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bytes::Bytes;
 use fieldvault_core::{ProjectId, UserId};
 use fieldvault_crypto::{Key256, MasterKey, SecretString};
-use fieldvault_store::blob::{BlobSettings, BlobStore, S3Settings, PART_LEN};
+use fieldvault_store::blob::{BlobSettings, BlobStore, PART_LEN, S3Settings};
 use fieldvault_store::keyring::rotate_data_keys;
 use fieldvault_store::open::{RotateTo, rotate_master_key};
-use fieldvault_store::{Keyring, MasterKeySource, NewProject, NewUser, StorageSettings, StoreError, open};
+use fieldvault_store::{
+    Keyring, MasterKeySource, NewProject, NewUser, StorageSettings, StoreError, open,
+};
 use fieldvault_testkit::pg::TestDb;
 use fieldvault_testkit::s3::S3Server;
 
 fn settings(dir: &std::path::Path, url: Option<&str>) -> StorageSettings {
     StorageSettings {
         data_dir: dir.to_path_buf(),
-        database_url: url.map(|u| SecretString::from(u)),
+        database_url: url.map(SecretString::from),
         blobs: None,
         master_key: MasterKeySource::File(dir.join("master.key")),
         max_connections: 4,
@@ -43,7 +45,10 @@ async fn suite(settings: StorageSettings) {
     // Metadata: the first writer wins, later writers read it back.
     assert_eq!(store.meta_init("suite", b"one").await.unwrap(), b"one");
     assert_eq!(store.meta_init("suite", b"two").await.unwrap(), b"one");
-    assert_eq!(store.meta("suite").await.unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(
+        store.meta("suite").await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
     assert_eq!(store.meta("absent").await.unwrap(), None);
 
     // Users: unique case-insensitively, found by name and id.
@@ -55,11 +60,29 @@ async fn suite(settings: StorageSettings) {
         Err(StoreError::Conflict { constraint }) => assert_eq!(constraint, "users_username_key"),
         other => panic!("expected conflict, got {other:?}"),
     }
-    assert_eq!(store.count_users().await.unwrap(), 1, "a refused insert writes nothing");
-    assert_eq!(store.user_by_username("Alice").await.unwrap().unwrap().id, alice.id);
-    assert_eq!(store.user_by_id(alice.user_id()).await.unwrap().unwrap().username, "alice");
+    assert_eq!(
+        store.count_users().await.unwrap(),
+        1,
+        "a refused insert writes nothing"
+    );
+    assert_eq!(
+        store.user_by_username("Alice").await.unwrap().unwrap().id,
+        alice.id
+    );
+    assert_eq!(
+        store
+            .user_by_id(alice.user_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .username,
+        "alice"
+    );
     assert!(store.user_by_id(UserId(9_999)).await.unwrap().is_none());
-    assert!(!format!("{alice:?}").contains("pbkdf2"), "hashes stay out of Debug");
+    assert!(
+        !format!("{alice:?}").contains("pbkdf2"),
+        "hashes stay out of Debug"
+    );
 
     // Projects with their data keys, atomically.
     let (dk, key) = keyring.new_data_key().unwrap();
@@ -80,7 +103,9 @@ async fn suite(settings: StorageSettings) {
     assert_eq!(store.list_projects().await.unwrap(), vec![p.clone()]);
     assert_eq!(keyring.data_key(&dk.id).await.unwrap(), key);
     // A second keyring (a fresh process) unwraps it from the store.
-    let fresh = Keyring::attach(keyring.master().clone(), store.clone()).await.unwrap();
+    let fresh = Keyring::attach(keyring.master().clone(), store.clone())
+        .await
+        .unwrap();
     assert_eq!(fresh.data_key(&dk.id).await.unwrap(), key);
 
     // Reusing a data key id fails and leaves no half-created project behind.
@@ -94,7 +119,11 @@ async fn suite(settings: StorageSettings) {
             &dk,
         )
         .await;
-    assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{:?}", dup.err());
+    assert!(
+        matches!(dup, Err(StoreError::Conflict { .. })),
+        "{:?}",
+        dup.err()
+    );
     assert_eq!(store.list_projects().await.unwrap().len(), 1);
 
     // A different master key is refused by name.
@@ -105,24 +134,50 @@ async fn suite(settings: StorageSettings) {
     ));
 
     // Re-wrapping under a new key: the old key no longer attaches, the new one opens the data key.
-    let n = rotate_data_keys(store.as_ref(), keyring.master(), &other).await.unwrap();
+    let n = rotate_data_keys(store.as_ref(), keyring.master(), &other)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
-    assert!(matches!(keyring.ensure_current().await, Err(StoreError::WrongKey(_))));
+    assert!(matches!(
+        keyring.ensure_current().await,
+        Err(StoreError::WrongKey(_))
+    ));
     let rotated = Keyring::attach(other.clone(), store.clone()).await.unwrap();
     assert_eq!(rotated.data_key(&dk.id).await.unwrap(), key);
     // Running it again (a resumed rotation) is harmless.
-    rotate_data_keys(store.as_ref(), keyring.master(), &other).await.unwrap();
+    rotate_data_keys(store.as_ref(), keyring.master(), &other)
+        .await
+        .unwrap();
     assert_eq!(
-        Keyring::attach(other.clone(), store.clone()).await.unwrap().data_key(&dk.id).await.unwrap(),
+        Keyring::attach(other.clone(), store.clone())
+            .await
+            .unwrap()
+            .data_key(&dk.id)
+            .await
+            .unwrap(),
         key
     );
 
     // Crypto-shredding: the key is gone, the project no longer points at it.
     store.destroy_data_key(&dk.id).await.unwrap();
     rotated.forget(&dk.id);
-    assert!(matches!(rotated.data_key(&dk.id).await, Err(StoreError::NotFound)));
-    assert_eq!(store.project(p.project_id()).await.unwrap().unwrap().data_key_id, None);
-    assert!(matches!(store.destroy_data_key(&dk.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        rotated.data_key(&dk.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .project(p.project_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .data_key_id,
+        None
+    );
+    assert!(matches!(
+        store.destroy_data_key(&dk.id).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 #[tokio::test]
@@ -133,7 +188,9 @@ async fn suite_sqlite() {
 
 #[tokio::test]
 async fn suite_postgres() {
-    let Some(db) = TestDb::create().await else { return };
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     suite(settings(dir.path(), Some(&db.url))).await;
     db.drop_db().await;
@@ -141,12 +198,16 @@ async fn suite_postgres() {
 
 #[tokio::test]
 async fn postgres_migrations_are_safe_when_instances_start_together() {
-    let Some(db) = TestDb::create().await else { return };
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let url = db.url.clone();
         tasks.push(tokio::spawn(async move {
-            fieldvault_store::postgres::PgStore::connect(&url, 2).await.map(|_| ())
+            fieldvault_store::postgres::PgStore::connect(&url, 2)
+                .await
+                .map(|_| ())
         }));
     }
     for t in tasks {
@@ -159,7 +220,10 @@ async fn postgres_migrations_are_safe_when_instances_start_together() {
     s.master_key = MasterKeySource::Inline(SecretString::new(key));
     let a = open(&s, true).await.unwrap();
     let b = open(&s, true).await.unwrap();
-    assert_eq!(a.keyring.master().fingerprint(), b.keyring.master().fingerprint());
+    assert_eq!(
+        a.keyring.master().fingerprint(),
+        b.keyring.master().fingerprint()
+    );
     a.store.create_user(&user("shared")).await.unwrap();
     assert!(b.store.user_by_username("shared").await.unwrap().is_some());
     db.drop_db().await;
@@ -190,32 +254,68 @@ async fn embedded_store_is_encrypted_on_disk() {
         o.store.create_user(&user(&marker)).await.unwrap();
         let (dk, key) = o.keyring.new_data_key().unwrap();
         o.store
-            .create_project(&NewProject { name: marker.clone(), description: Some(marker.clone()), created_by: None }, &dk)
+            .create_project(
+                &NewProject {
+                    name: marker.clone(),
+                    description: Some(marker.clone()),
+                    created_by: None,
+                },
+                &dk,
+            )
             .await
             .unwrap();
         let body = Bytes::from(format!("<data>{marker}</data>").repeat(1000));
-        o.blobs.put_bytes(&key, "p/1/blob", b"aad", body).await.unwrap();
+        o.blobs
+            .put_bytes(&key, "p/1/blob", b"aad", body)
+            .await
+            .unwrap();
         // Check while the WAL still holds the fresh pages, then again after close.
         for f in all_files(&data) {
             let bytes = std::fs::read(&f).unwrap();
-            assert!(!contains(&bytes, marker.as_bytes()), "marker in {}", f.display());
+            assert!(
+                !contains(&bytes, marker.as_bytes()),
+                "marker in {}",
+                f.display()
+            );
         }
     }
     for f in all_files(&data) {
         let bytes = std::fs::read(&f).unwrap();
-        assert!(!contains(&bytes, marker.as_bytes()), "marker in {}", f.display());
+        assert!(
+            !contains(&bytes, marker.as_bytes()),
+            "marker in {}",
+            f.display()
+        );
     }
     let db = std::fs::read(data.join("fieldvault.db")).unwrap();
-    assert!(!db.starts_with(b"SQLite format 3"), "no plaintext SQLite header");
+    assert!(
+        !db.starts_with(b"SQLite format 3"),
+        "no plaintext SQLite header"
+    );
     // Opening it as a plain SQLite database fails.
     let plain = sqlx::sqlite::SqliteConnectOptions::new().filename(data.join("fieldvault.db"));
     use sqlx::ConnectOptions as _;
     let mut c = plain.connect().await.unwrap();
-    assert!(sqlx::query("SELECT name FROM sqlite_master").fetch_all(&mut c).await.is_err());
+    assert!(
+        sqlx::query("SELECT name FROM sqlite_master")
+            .fetch_all(&mut c)
+            .await
+            .is_err()
+    );
     // The key file is private.
     use std::os::unix::fs::PermissionsExt as _;
-    assert_eq!(std::fs::metadata(data.join("master.key")).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(data.join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -256,7 +356,14 @@ async fn bad_keys_and_damaged_files_are_refused_without_changes() {
     assert!(e.to_string().contains("does not open"), "{e}");
     // Malformed key.
     wrong.master_key = MasterKeySource::Inline(SecretString::from("not-a-key"));
-    assert!(open(&wrong, true).await.err().unwrap().to_string().contains("FIELDVAULT_MASTER_KEY"));
+    assert!(
+        open(&wrong, true)
+            .await
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("FIELDVAULT_MASTER_KEY")
+    );
     assert_eq!(digest_dir(&data), before);
 
     // Key file readable by others.
@@ -292,10 +399,18 @@ async fn bad_keys_and_damaged_files_are_refused_without_changes() {
     // A data dir that is a file.
     let file = dir.path().join("plainfile");
     std::fs::write(&file, b"x").unwrap();
-    let e = open(&settings(&file, None), true).await.err().unwrap().to_string();
+    let e = open(&settings(&file, None), true)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("not a directory"), "{e}");
     // A data dir that does not exist, when creating is not allowed.
-    let e = open(&settings(&dir.path().join("nope"), None), false).await.err().unwrap().to_string();
+    let e = open(&settings(&dir.path().join("nope"), None), false)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("does not exist"), "{e}");
 }
 
@@ -308,23 +423,41 @@ async fn rotation_rewraps_without_rewriting_and_resumes() {
         let o = open(&s, true).await.unwrap();
         let (dk, key) = o.keyring.new_data_key().unwrap();
         o.store
-            .create_project(&NewProject { name: "p".into(), description: None, created_by: None }, &dk)
+            .create_project(
+                &NewProject {
+                    name: "p".into(),
+                    description: None,
+                    created_by: None,
+                },
+                &dk,
+            )
             .await
             .unwrap();
-        o.blobs.put_bytes(&key, "p/blob", b"a", Bytes::from_static(b"payload")).await.unwrap();
+        o.blobs
+            .put_bytes(&key, "p/blob", b"a", Bytes::from_static(b"payload"))
+            .await
+            .unwrap();
         (dk.id, key, o.keyring.master().fingerprint())
     };
     // While a server holds the data dir, rotation refuses.
     {
         let _running = open(&s, false).await.unwrap();
-        let e = rotate_master_key(&s, RotateTo::RandomKey).await.err().unwrap().to_string();
+        let e = rotate_master_key(&s, RotateTo::RandomKey)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("stop it first"), "{e}");
     }
     // An interrupted rotation (the next key written, nothing else) blocks normal starts...
     let next = fieldvault_crypto::keyring::encode_key_base64(&Key256::generate().unwrap());
     std::fs::write(data.join("master.key.new"), format!("{next}\n")).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(data.join("master.key.new"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        data.join("master.key.new"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     let e = open(&s, false).await.err().unwrap().to_string();
     assert!(e.contains("interrupted"), "{e}");
     // ...and the next rotate finishes it with that key.
@@ -334,11 +467,17 @@ async fn rotation_rewraps_without_rewriting_and_resumes() {
     assert_ne!(r.fingerprint, old_fp);
     assert!(r.new_inline_key.is_none());
     assert!(!data.join("master.key.new").exists());
-    assert_eq!(MasterKey::from_base64(&next).unwrap().fingerprint(), r.fingerprint);
+    assert_eq!(
+        MasterKey::from_base64(&next).unwrap().fingerprint(),
+        r.fingerprint
+    );
     let o = open(&s, false).await.unwrap();
     assert_eq!(o.keyring.master().fingerprint(), r.fingerprint);
     assert_eq!(o.keyring.data_key(&dk_id).await.unwrap(), key);
-    assert_eq!(o.blobs.get_bytes(&key, "p/blob", b"a").await.unwrap(), b"payload");
+    assert_eq!(
+        o.blobs.get_bytes(&key, "p/blob", b"a").await.unwrap(),
+        b"payload"
+    );
     assert!(std::fs::metadata(data.join("fieldvault.db")).unwrap().len() <= db_before + 65536);
 }
 
@@ -346,21 +485,42 @@ async fn blob_behaviour(blobs: BlobStore) {
     let key = Key256::generate().unwrap();
     blobs.health().await.unwrap();
     // Small, empty and multi-part sizes round-trip.
-    for (name, len) in [("t/empty", 0usize), ("t/small", 1000), ("t/large", PART_LEN * 2 + 12_345)] {
+    for (name, len) in [
+        ("t/empty", 0usize),
+        ("t/small", 1000),
+        ("t/large", PART_LEN * 2 + 12_345),
+    ] {
         let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
-        let chunks: Vec<Result<Bytes, std::io::Error>> =
-            data.chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let chunks: Vec<Result<Bytes, std::io::Error>> = data
+            .chunks(100_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
         let info = blobs
-            .put_stream(&key, name, name.as_bytes(), futures_util::stream::iter(chunks))
+            .put_stream(
+                &key,
+                name,
+                name.as_bytes(),
+                futures_util::stream::iter(chunks),
+            )
             .await
             .unwrap();
         assert_eq!(info.size, len as u64);
-        assert_eq!(info.stored_size, fieldvault_crypto::stream::ciphertext_len(len as u64));
-        assert_eq!(blobs.get_bytes(&key, name, name.as_bytes()).await.unwrap(), data, "{name}");
+        assert_eq!(
+            info.stored_size,
+            fieldvault_crypto::stream::ciphertext_len(len as u64)
+        );
+        assert_eq!(
+            blobs.get_bytes(&key, name, name.as_bytes()).await.unwrap(),
+            data,
+            "{name}"
+        );
         let raw = blobs.get_raw(name).await.unwrap();
         assert_eq!(raw.len() as u64, info.stored_size);
         if len > 0 {
-            assert!(!contains(&raw, &data[..len.min(64)]), "stored as ciphertext");
+            assert!(
+                !contains(&raw, &data[..len.min(64)]),
+                "stored as ciphertext"
+            );
         }
     }
     let raw = blobs.get_raw("t/large").await.unwrap().to_vec();
@@ -371,33 +531,62 @@ async fn blob_behaviour(blobs: BlobStore) {
     let mut flipped = raw.clone();
     flipped[hdr + 5000] ^= 0x80;
     blobs.put_raw("t/bad", Bytes::from(flipped)).await.unwrap();
-    assert!(matches!(blobs.get_bytes(&key, "t/bad", b"t/large").await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        blobs.get_bytes(&key, "t/bad", b"t/large").await,
+        Err(StoreError::Corrupt(_))
+    ));
     // Reordered: two chunks swapped.
     let mut swapped = raw[..hdr].to_vec();
     swapped.extend_from_slice(&raw[hdr + full..hdr + 2 * full]);
     swapped.extend_from_slice(&raw[hdr..hdr + full]);
     swapped.extend_from_slice(&raw[hdr + 2 * full..]);
     blobs.put_raw("t/bad", Bytes::from(swapped)).await.unwrap();
-    assert!(matches!(blobs.get_bytes(&key, "t/bad", b"t/large").await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        blobs.get_bytes(&key, "t/bad", b"t/large").await,
+        Err(StoreError::Corrupt(_))
+    ));
     // Truncated at a chunk boundary and mid-chunk.
     for cut in [hdr + 3 * full, raw.len() - 7] {
-        blobs.put_raw("t/bad", Bytes::copy_from_slice(&raw[..cut])).await.unwrap();
-        assert!(matches!(blobs.get_bytes(&key, "t/bad", b"t/large").await, Err(StoreError::Corrupt(_))));
+        blobs
+            .put_raw("t/bad", Bytes::copy_from_slice(&raw[..cut]))
+            .await
+            .unwrap();
+        assert!(matches!(
+            blobs.get_bytes(&key, "t/bad", b"t/large").await,
+            Err(StoreError::Corrupt(_))
+        ));
     }
     // Moved: right bytes, wrong place.
-    blobs.put_raw("t/bad", Bytes::from(raw.clone())).await.unwrap();
-    assert!(matches!(blobs.get_bytes(&key, "t/bad", b"t/bad").await, Err(StoreError::Corrupt(_))));
+    blobs
+        .put_raw("t/bad", Bytes::from(raw.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        blobs.get_bytes(&key, "t/bad", b"t/bad").await,
+        Err(StoreError::Corrupt(_))
+    ));
     // Wrong key.
     let other = Key256::generate().unwrap();
-    assert!(blobs.get_bytes(&other, "t/large", b"t/large").await.is_err());
+    assert!(
+        blobs
+            .get_bytes(&other, "t/large", b"t/large")
+            .await
+            .is_err()
+    );
     // Missing, and unsafe names.
-    assert!(matches!(blobs.get_bytes(&key, "t/none", b"x").await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        blobs.get_bytes(&key, "t/none", b"x").await,
+        Err(StoreError::NotFound)
+    ));
     for bad in ["", "/abs", "a/../b", "a//b"] {
         assert!(blobs.get_raw(bad).await.is_err(), "{bad}");
     }
     blobs.delete("t/small").await.unwrap();
     blobs.delete("t/small").await.unwrap();
-    assert!(matches!(blobs.get_raw("t/small").await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        blobs.get_raw("t/small").await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 #[tokio::test]
@@ -408,7 +597,9 @@ async fn blobs_on_local_directory() {
 
 #[tokio::test]
 async fn blobs_on_s3_compatible_server() {
-    let Some(s3) = S3Server::start().await else { return };
+    let Some(s3) = S3Server::start().await else {
+        return;
+    };
     let blobs = BlobStore::open(&BlobSettings::S3(S3Settings {
         bucket: s3.bucket.clone(),
         prefix: "fieldvault/test".into(),
@@ -420,5 +611,4 @@ async fn blobs_on_s3_compatible_server() {
     }))
     .unwrap();
     blob_behaviour(blobs).await;
-    let _ = Arc::new(());
 }

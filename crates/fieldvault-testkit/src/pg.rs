@@ -12,7 +12,9 @@ pub struct TestDb {
 
 /// Server URL (without database) from `FIELDVAULT_TEST_PG`, e.g. `postgres://postgres@127.0.0.1:5432`.
 pub fn server_url() -> Option<String> {
-    std::env::var("FIELDVAULT_TEST_PG").ok().filter(|s| !s.is_empty())
+    std::env::var("FIELDVAULT_TEST_PG")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 impl TestDb {
@@ -47,8 +49,8 @@ impl TestDb {
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name
             )))
-                .execute(&mut c)
-                .await;
+            .execute(&mut c)
+            .await;
         }
     }
 }

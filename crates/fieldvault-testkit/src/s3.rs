@@ -40,9 +40,16 @@ impl S3Server {
         let bucket = format!("fv-{}", crate::unique_suffix());
         // s3s-fs maps buckets to directories.
         std::fs::create_dir(dir.path().join(&bucket)).unwrap();
-        let (access_key, secret_key) = ("fieldvault-test".to_owned(), "fieldvault-test-secret".to_owned());
+        let (access_key, secret_key) = (
+            "fieldvault-test".to_owned(),
+            "fieldvault-test-secret".to_owned(),
+        );
         for _attempt in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
             let mut child = Command::new(&bin)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--access-key", &access_key, "--secret-key", &secret_key])
@@ -53,7 +60,10 @@ impl S3Server {
                 .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
                     return Some(S3Server {
                         child,
                         _dir: dir,
@@ -69,6 +79,7 @@ impl S3Server {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let _ = child.kill();
+            let _ = child.wait();
         }
         panic!("s3s-fs did not start");
     }

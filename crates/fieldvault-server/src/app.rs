@@ -1,0 +1,40 @@
+//! Application state shared by every request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use fieldvault_store::{BlobStore, Keyring, Store};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Everything a handler or service may need. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    /// Effective configuration.
+    pub config: Arc<Config>,
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Encrypted blobs.
+    pub blobs: BlobStore,
+    /// Master key and data keys.
+    pub keyring: Arc<Keyring>,
+    /// Request and health metrics.
+    pub metrics: Arc<Metrics>,
+    /// Start time, for uptime.
+    pub started: Instant,
+}
+
+impl App {
+    /// Assembles the state from opened storage.
+    pub fn new(config: Arc<Config>, opened: &fieldvault_store::Opened) -> Self {
+        Self {
+            config,
+            store: opened.store.clone(),
+            blobs: opened.blobs.clone(),
+            keyring: opened.keyring.clone(),
+            metrics: Arc::new(Metrics::default()),
+            started: Instant::now(),
+        }
+    }
+}

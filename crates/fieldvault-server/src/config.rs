@@ -1,0 +1,713 @@
+//! Configuration: one typed [`Config`], filled from defaults < `fieldvault.toml` < `FIELDVAULT_*`
+//! environment variables < command-line flags, and nothing else.
+//!
+//! Every option is declared once in [`OPTIONS`] with its documentation. The same table parses all
+//! three sources (an unknown key is an error wherever it comes from), renders
+//! `docs/configuration.md` (`fieldvault config reference`; a test keeps the file in step) and
+//! drives `fieldvault config show`, which prints secrets as `[redacted]`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use fieldvault_crypto::SecretString;
+use ipnet::IpNet;
+
+/// One documented option.
+pub struct OptionDoc {
+    /// Dotted key as written in `fieldvault.toml` (`tls.cert`).
+    pub key: &'static str,
+    /// Default, as text (`-` when unset).
+    pub default: &'static str,
+    /// True for values that `config show` must redact.
+    pub secret: bool,
+    /// What it means, with its unit.
+    pub doc: &'static str,
+}
+
+impl OptionDoc {
+    /// The environment variable: `FIELDVAULT_` + key upper-cased, dots as underscores.
+    pub fn env(&self) -> String {
+        format!("FIELDVAULT_{}", self.key.replace('.', "_").to_uppercase())
+    }
+}
+
+/// Every option, in the order the reference lists them.
+pub const OPTIONS: &[OptionDoc] = &[
+    OptionDoc {
+        key: "data_dir",
+        default: "./fieldvault-data",
+        secret: false,
+        doc: "Directory for the embedded database, encrypted blobs and the master key file. Created with mode 0700 on first start. Flag: `--data-dir`.",
+    },
+    OptionDoc {
+        key: "listen",
+        default: "127.0.0.1:8080",
+        secret: false,
+        doc: "Address and port to serve HTTP (or HTTPS when `tls.cert` is set) on. Flag: `--listen`.",
+    },
+    OptionDoc {
+        key: "database_url",
+        default: "-",
+        secret: true,
+        doc: "`postgres://user:password@host:port/db` switches the store from the embedded SQLCipher database to PostgreSQL (for several instances).",
+    },
+    OptionDoc {
+        key: "database_max_connections",
+        default: "16",
+        secret: false,
+        doc: "Size of the database connection pool.",
+    },
+    OptionDoc {
+        key: "blob_store",
+        default: "-",
+        secret: false,
+        doc: "`s3://bucket/prefix` stores attachments and other blobs in an S3-compatible bucket (configure `s3.*`). Unset: `<data_dir>/blobs`.",
+    },
+    OptionDoc {
+        key: "s3.endpoint",
+        default: "-",
+        secret: false,
+        doc: "Endpoint URL of a non-AWS S3-compatible server (MinIO, Garage, Ceph…). Unset: AWS.",
+    },
+    OptionDoc {
+        key: "s3.region",
+        default: "us-east-1",
+        secret: false,
+        doc: "S3 region.",
+    },
+    OptionDoc {
+        key: "s3.access_key_id",
+        default: "-",
+        secret: false,
+        doc: "S3 access key id.",
+    },
+    OptionDoc {
+        key: "s3.secret_access_key",
+        default: "-",
+        secret: true,
+        doc: "S3 secret access key.",
+    },
+    OptionDoc {
+        key: "s3.allow_http",
+        default: "false",
+        secret: false,
+        doc: "Allow a plain `http://` S3 endpoint (only on loopback or a private network).",
+    },
+    OptionDoc {
+        key: "master_key",
+        default: "-",
+        secret: true,
+        doc: "The master key itself, base64 (32 bytes). Meant for `FIELDVAULT_MASTER_KEY` from a secret manager; takes precedence over the key file.",
+    },
+    OptionDoc {
+        key: "master_key_file",
+        default: "<data_dir>/master.key",
+        secret: false,
+        doc: "Master key file (base64, mode 0600; generated on first start). Keep an escrow copy: without it the data cannot be read.",
+    },
+    OptionDoc {
+        key: "master_key_source",
+        default: "file",
+        secret: false,
+        doc: "`file` (the key file or `master_key`), or `passphrase`: derive the master key with Argon2id from a passphrase asked at start (`--master-passphrase-stdin` reads it from standard input).",
+    },
+    OptionDoc {
+        key: "tls.cert",
+        default: "-",
+        secret: false,
+        doc: "PEM certificate chain. With `tls.key`, Fieldvault serves HTTPS itself (rustls) and reloads both files on SIGHUP.",
+    },
+    OptionDoc {
+        key: "tls.key",
+        default: "-",
+        secret: false,
+        doc: "PEM private key for `tls.cert`.",
+    },
+    OptionDoc {
+        key: "http.body_limit_bytes",
+        default: "104857600",
+        secret: false,
+        doc: "Largest request body accepted, in bytes (100 MiB); larger requests get 413.",
+    },
+    OptionDoc {
+        key: "http.request_timeout_secs",
+        default: "300",
+        secret: false,
+        doc: "Longest time a request may take, in seconds; slower requests get 408.",
+    },
+    OptionDoc {
+        key: "http.trusted_proxies",
+        default: "-",
+        secret: false,
+        doc: "Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed. Unset: headers ignored, the peer address is the client.",
+    },
+    OptionDoc {
+        key: "http.hsts_max_age_secs",
+        default: "31536000",
+        secret: false,
+        doc: "`Strict-Transport-Security` max-age sent over HTTPS, in seconds.",
+    },
+    OptionDoc {
+        key: "log.format",
+        default: "json",
+        secret: false,
+        doc: "`json` (one object per line, for log shippers) or `text`.",
+    },
+    OptionDoc {
+        key: "log.level",
+        default: "info",
+        secret: false,
+        doc: "Log filter, `tracing` syntax (`info`, `fieldvault=debug`).",
+    },
+];
+
+/// Where a value came from (shown by `config show`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Built-in default.
+    Default,
+    /// `fieldvault.toml`.
+    File,
+    /// A `FIELDVAULT_*` variable.
+    Env,
+    /// A command-line flag.
+    Flag,
+}
+
+/// How the master key is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySourceKind {
+    /// Key file or inline key.
+    File,
+    /// Argon2id from a passphrase.
+    Passphrase,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// JSON lines.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// See [`OPTIONS`] for each field's meaning.
+    pub data_dir: PathBuf,
+    #[allow(missing_docs)]
+    pub listen: SocketAddr,
+    #[allow(missing_docs)]
+    pub database_url: Option<SecretString>,
+    #[allow(missing_docs)]
+    pub database_max_connections: u32,
+    #[allow(missing_docs)]
+    pub blob_store: Option<String>,
+    #[allow(missing_docs)]
+    pub s3_endpoint: Option<String>,
+    #[allow(missing_docs)]
+    pub s3_region: String,
+    #[allow(missing_docs)]
+    pub s3_access_key_id: Option<String>,
+    #[allow(missing_docs)]
+    pub s3_secret_access_key: Option<SecretString>,
+    #[allow(missing_docs)]
+    pub s3_allow_http: bool,
+    #[allow(missing_docs)]
+    pub master_key: Option<SecretString>,
+    #[allow(missing_docs)]
+    pub master_key_file: Option<PathBuf>,
+    #[allow(missing_docs)]
+    pub master_key_source: KeySourceKind,
+    #[allow(missing_docs)]
+    pub tls_cert: Option<PathBuf>,
+    #[allow(missing_docs)]
+    pub tls_key: Option<PathBuf>,
+    #[allow(missing_docs)]
+    pub body_limit_bytes: u64,
+    #[allow(missing_docs)]
+    pub request_timeout_secs: u64,
+    #[allow(missing_docs)]
+    pub trusted_proxies: Vec<IpNet>,
+    #[allow(missing_docs)]
+    pub hsts_max_age_secs: u64,
+    #[allow(missing_docs)]
+    pub log_format: LogFormat,
+    #[allow(missing_docs)]
+    pub log_level: String,
+    /// Where each set value came from.
+    pub sources: BTreeMap<&'static str, Source>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./fieldvault-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            database_max_connections: 16,
+            blob_store: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_allow_http: false,
+            master_key: None,
+            master_key_file: None,
+            master_key_source: KeySourceKind::File,
+            tls_cert: None,
+            tls_key: None,
+            body_limit_bytes: 104_857_600,
+            request_timeout_secs: 300,
+            trusted_proxies: Vec::new(),
+            hsts_max_age_secs: 31_536_000,
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
+/// A configuration problem, with the key and the source it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn opt_path(v: &str) -> Option<PathBuf> {
+    (!v.is_empty()).then(|| PathBuf::from(v))
+}
+
+fn opt_string(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not a valid number"))
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{v:?} is not true or false")),
+    }
+}
+
+impl Config {
+    /// Sets `key` from text. Unknown keys and unparsable values are errors naming the key.
+    pub fn set(&mut self, key: &str, value: &str, source: Source) -> Result<(), String> {
+        let doc = OPTIONS
+            .iter()
+            .find(|o| o.key == key)
+            .ok_or_else(|| format!("unknown option {key:?}"))?;
+        let v = value.trim();
+        match key {
+            "data_dir" => {
+                self.data_dir = opt_path(v).ok_or("data_dir cannot be empty")?;
+            }
+            "listen" => {
+                self.listen = v
+                    .parse()
+                    .map_err(|_| format!("{v:?} is not an address:port such as 127.0.0.1:8080"))?;
+            }
+            "database_url" => {
+                if !(v.is_empty() || v.starts_with("postgres://") || v.starts_with("postgresql://"))
+                {
+                    return Err(
+                        "must start with postgres:// (leave unset for the embedded database)"
+                            .into(),
+                    );
+                }
+                self.database_url = opt_string(v).map(SecretString::new);
+            }
+            "database_max_connections" => {
+                let n: u32 = parse_num(v)?;
+                if !(1..=1000).contains(&n) {
+                    return Err("must be between 1 and 1000".into());
+                }
+                self.database_max_connections = n;
+            }
+            "blob_store" => {
+                if !v.is_empty() {
+                    fieldvault_store::blob::parse_s3_url(v).map_err(|e| e.to_string())?;
+                }
+                self.blob_store = opt_string(v);
+            }
+            "s3.endpoint" => self.s3_endpoint = opt_string(v),
+            "s3.region" => self.s3_region = v.to_owned(),
+            "s3.access_key_id" => self.s3_access_key_id = opt_string(v),
+            "s3.secret_access_key" => {
+                self.s3_secret_access_key = opt_string(v).map(SecretString::new)
+            }
+            "s3.allow_http" => self.s3_allow_http = parse_bool(v)?,
+            "master_key" => {
+                if !v.is_empty() {
+                    fieldvault_crypto::keyring::decode_key_base64(v).map_err(|e| e.to_string())?;
+                }
+                self.master_key = opt_string(v).map(SecretString::new);
+            }
+            "master_key_file" => self.master_key_file = opt_path(v),
+            "master_key_source" => {
+                self.master_key_source = match v {
+                    "file" => KeySourceKind::File,
+                    "passphrase" => KeySourceKind::Passphrase,
+                    _ => return Err(format!("{v:?} is not `file` or `passphrase`")),
+                }
+            }
+            "tls.cert" => self.tls_cert = opt_path(v),
+            "tls.key" => self.tls_key = opt_path(v),
+            "http.body_limit_bytes" => {
+                let n: u64 = parse_num(v)?;
+                if n < 1024 {
+                    return Err("must be at least 1024".into());
+                }
+                self.body_limit_bytes = n;
+            }
+            "http.request_timeout_secs" => {
+                let n: u64 = parse_num(v)?;
+                if !(1..=86_400).contains(&n) {
+                    return Err("must be between 1 and 86400".into());
+                }
+                self.request_timeout_secs = n;
+            }
+            "http.trusted_proxies" => {
+                self.trusted_proxies = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        s.parse::<IpNet>()
+                            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                            .map_err(|_| format!("{s:?} is not an IP address or CIDR"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "http.hsts_max_age_secs" => self.hsts_max_age_secs = parse_num(v)?,
+            "log.format" => {
+                self.log_format = match v {
+                    "json" => LogFormat::Json,
+                    "text" => LogFormat::Text,
+                    _ => return Err(format!("{v:?} is not `json` or `text`")),
+                }
+            }
+            "log.level" => self.log_level = v.to_owned(),
+            _ => return Err(format!("unknown option {key:?}")),
+        }
+        self.sources.insert(doc.key, source);
+        Ok(())
+    }
+
+    /// Applies a TOML file. Tables become dotted keys (`[tls] cert` → `tls.cert`).
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| ConfigError(format!("{} is not valid TOML: {e}", path.display())))?;
+        let mut flat = Vec::new();
+        flatten("", &table, &mut flat);
+        for (key, value) in flat {
+            self.set(&key, &value, Source::File).map_err(|e| {
+                ConfigError(format!(
+                    "{}: {key}: {e}; see docs/configuration.md for the options",
+                    path.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Applies `FIELDVAULT_*` variables from `vars`. Unknown `FIELDVAULT_` names are errors, except
+    /// the few that are not options (`FIELDVAULT_CONFIG`, test settings).
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        const NOT_OPTIONS: &[&str] = &[
+            "FIELDVAULT_CONFIG",
+            "FIELDVAULT_TEST_PG",
+            "FIELDVAULT_S3S_FS",
+        ];
+        for (name, value) in vars {
+            if !name.starts_with("FIELDVAULT_") || NOT_OPTIONS.contains(&name.as_str()) {
+                continue;
+            }
+            let Some(opt) = OPTIONS.iter().find(|o| o.env() == name) else {
+                return Err(ConfigError(format!(
+                    "unknown environment variable {name}; see docs/configuration.md for the options"
+                )));
+            };
+            self.set(opt.key, &value, Source::Env)
+                .map_err(|e| ConfigError(format!("{name}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the options against each other; returns every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            problems.push("tls.cert and tls.key must be set together".to_owned());
+        }
+        if self.blob_store.is_some() {
+            if self.s3_access_key_id.is_none() || self.s3_secret_access_key.is_none() {
+                problems
+                    .push("blob_store needs s3.access_key_id and s3.secret_access_key".to_owned());
+            }
+            if let Some(ep) = &self.s3_endpoint
+                && ep.starts_with("http://")
+                && !self.s3_allow_http
+            {
+                problems.push(
+                    "s3.endpoint is http://; set s3.allow_http = true to accept that".to_owned(),
+                );
+            }
+        }
+        if self.master_key.is_some() && self.master_key_source == KeySourceKind::Passphrase {
+            problems.push(
+                "master_key and master_key_source = \"passphrase\" exclude each other".to_owned(),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems.join("; ")))
+        }
+    }
+
+    /// The master key file in effect.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(fieldvault_store::open::MASTER_KEY_FILE))
+    }
+
+    /// Whether HTTPS is served directly.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// The effective value of `key` as text, secrets redacted.
+    pub fn display_value(&self, key: &str) -> String {
+        fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+            v.as_ref()
+                .map_or_else(|| "-".to_owned(), ToString::to_string)
+        }
+        fn secret(v: &Option<SecretString>) -> String {
+            v.as_ref()
+                .map_or_else(|| "-".to_owned(), |_| "[redacted]".to_owned())
+        }
+        fn path(v: &Option<PathBuf>) -> String {
+            v.as_ref()
+                .map_or_else(|| "-".to_owned(), |p| p.display().to_string())
+        }
+        match key {
+            "data_dir" => self.data_dir.display().to_string(),
+            "listen" => self.listen.to_string(),
+            "database_url" => secret(&self.database_url),
+            "database_max_connections" => self.database_max_connections.to_string(),
+            "blob_store" => opt(&self.blob_store),
+            "s3.endpoint" => opt(&self.s3_endpoint),
+            "s3.region" => self.s3_region.clone(),
+            "s3.access_key_id" => opt(&self.s3_access_key_id),
+            "s3.secret_access_key" => secret(&self.s3_secret_access_key),
+            "s3.allow_http" => self.s3_allow_http.to_string(),
+            "master_key" => secret(&self.master_key),
+            "master_key_file" => self.master_key_path().display().to_string(),
+            "master_key_source" => match self.master_key_source {
+                KeySourceKind::File => "file".into(),
+                KeySourceKind::Passphrase => "passphrase".into(),
+            },
+            "tls.cert" => path(&self.tls_cert),
+            "tls.key" => path(&self.tls_key),
+            "http.body_limit_bytes" => self.body_limit_bytes.to_string(),
+            "http.request_timeout_secs" => self.request_timeout_secs.to_string(),
+            "http.trusted_proxies" => {
+                if self.trusted_proxies.is_empty() {
+                    "-".into()
+                } else {
+                    self.trusted_proxies
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }
+            }
+            "http.hsts_max_age_secs" => self.hsts_max_age_secs.to_string(),
+            "log.format" => match self.log_format {
+                LogFormat::Json => "json".into(),
+                LogFormat::Text => "text".into(),
+            },
+            "log.level" => self.log_level.clone(),
+            _ => "-".into(),
+        }
+    }
+
+    /// `fieldvault config show`: every option, its value (secrets redacted) and its source.
+    pub fn render_effective(&self) -> String {
+        let mut out = String::from("# Effective Fieldvault configuration (secrets redacted)\n");
+        for o in OPTIONS {
+            let src = match self.sources.get(o.key) {
+                None => "default",
+                Some(Source::File) => "file",
+                Some(Source::Env) => "env",
+                Some(Source::Flag) => "flag",
+                Some(Source::Default) => "default",
+            };
+            out.push_str(&format!(
+                "{:<28} = {:<40} # {src}\n",
+                o.key,
+                self.display_value(o.key)
+            ));
+        }
+        out
+    }
+}
+
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            toml::Value::String(s) => out.push((key, s.clone())),
+            toml::Value::Array(items) => out.push((
+                key,
+                items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )),
+            other => out.push((key, other.to_string())),
+        }
+    }
+}
+
+/// `docs/configuration.md`, rendered from [`OPTIONS`].
+pub fn render_reference() -> String {
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         <!-- Generated by `fieldvault config reference` from crates/fieldvault-server/src/config.rs; \
+         a test fails when this file differs. -->\n\n\
+         Fieldvault needs no configuration: `fieldvault serve` starts on 127.0.0.1:8080 with an \
+         encrypted embedded store in `./fieldvault-data`. Each option can be set in `fieldvault.toml` \
+         (in the working directory, or the file named by `--config` / `FIELDVAULT_CONFIG`), in an \
+         environment variable, or by a flag where one exists. Precedence: flags > environment > file > \
+         defaults. An unknown key or variable is an error, never silently ignored. \
+         `fieldvault config show` prints the effective values (secrets redacted) and where each came from.\n\n\
+         | key (`fieldvault.toml`) | environment | default | meaning |\n|---|---|---|---|\n",
+    );
+    for o in OPTIONS {
+        let secret = if o.secret {
+            " **Secret**: redacted in output."
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | `{}` | {}{} |\n",
+            o.key,
+            o.env(),
+            o.default,
+            o.doc,
+            secret
+        ));
+    }
+    out.push_str(
+        "\nIn `fieldvault.toml`, dotted keys are written as tables:\n\n```toml\n\
+         listen = \"0.0.0.0:8443\"\n\
+         database_url = \"postgres://fieldvault@db.internal/fieldvault\"\n\
+         blob_store = \"s3://fieldvault-blobs/prod\"\n\n\
+         [s3]\nendpoint = \"https://s3.example.org\"\naccess_key_id = \"AKIA...\"\n\n\
+         [tls]\ncert = \"/etc/fieldvault/cert.pem\"\nkey = \"/etc/fieldvault/key.pem\"\n\n\
+         [http]\ntrusted_proxies = [\"10.0.0.0/8\"]\n```\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layering_and_errors() {
+        let mut c = Config::default();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("fieldvault.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\n[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\n").unwrap();
+        c.apply_file(&f).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        c.apply_env([("FIELDVAULT_LISTEN".to_owned(), "127.0.0.1:9001".to_owned())])
+            .unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.sources.get("listen"), Some(&Source::Env));
+        c.set("listen", "127.0.0.1:9002", Source::Flag).unwrap();
+        assert_eq!(c.listen.port(), 9002);
+
+        std::fs::write(&f, "lisen = \"x\"\n").unwrap();
+        let e = Config::default().apply_file(&f).unwrap_err().to_string();
+        assert!(e.contains("unknown option \"lisen\""), "{e}");
+        let e = Config::default()
+            .apply_env([("FIELDVAULT_NOPE".to_owned(), "1".to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FIELDVAULT_NOPE"), "{e}");
+        assert!(
+            Config::default()
+                .set("listen", "nowhere", Source::Flag)
+                .is_err()
+        );
+        assert!(
+            Config::default()
+                .set("database_url", "mysql://x", Source::Flag)
+                .is_err()
+        );
+        let mut c = Config::default();
+        c.set("tls.cert", "/x", Source::Flag).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("tls.key"));
+    }
+
+    #[test]
+    fn show_redacts_secrets() {
+        let mut c = Config::default();
+        c.set("database_url", "postgres://u:hunter2@h/db", Source::Env)
+            .unwrap();
+        c.set("s3.secret_access_key", "s3cr3t-value", Source::File)
+            .unwrap();
+        let shown = c.render_effective();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+        assert!(shown.contains("[redacted]"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn every_option_is_settable_and_shown() {
+        for o in OPTIONS {
+            let c = Config::default();
+            let _ = c.display_value(o.key);
+            assert!(o.env().starts_with("FIELDVAULT_"));
+        }
+    }
+
+    #[test]
+    fn reference_doc_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == render_reference(),
+            "docs/configuration.md is stale: run `fieldvault config reference > docs/configuration.md`"
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! The route table. Each surface module owns its handlers; this file only wires them up.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::problem::ApiError;
+use crate::{App, health, middleware, users};
+
+/// Builds the application router with every middleware applied.
+pub fn router(app: App) -> Router {
+    let body_limit = usize::try_from(app.config.body_limit_bytes).unwrap_or(usize::MAX);
+    let timeout = Duration::from_secs(app.config.request_timeout_secs);
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/users/current", get(users::current))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            middleware::access_log::layer,
+        ))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}

@@ -1,0 +1,31 @@
+//! `/v1/users/…`: the account API (Central-shaped).
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::extract::AuthUser;
+use crate::problem::ApiError;
+
+/// `GET /v1/users/current`: the caller's own account, in Central's User shape.
+pub async fn current(State(_app): State<App>, who: AuthUser) -> Result<Json<Value>, ApiError> {
+    let u = who.user;
+    Ok(Json(json!({
+        "id": u.id,
+        "type": "user",
+        "displayName": u.username,
+        "email": u.email,
+        "createdAt": iso(u.created_at),
+        "updatedAt": null,
+        "deletedAt": null,
+        "lastLoginAt": null,
+    })))
+}
+
+/// Unix milliseconds → ISO-8601 UTC with milliseconds, as Central writes timestamps.
+pub fn iso(ms: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}

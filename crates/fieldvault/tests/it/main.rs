@@ -1,0 +1,10 @@
+//! End-to-end tests of the `fieldvault` binary: real processes, real HTTP over loopback, a real
+//! PostgreSQL and a real S3-compatible server. One test binary (link time), one module per surface.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+mod keys;
+mod serve;
+mod startup_errors;
+mod tls;
