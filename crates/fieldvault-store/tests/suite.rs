@@ -612,3 +612,22 @@ async fn blobs_on_s3_compatible_server() {
     .unwrap();
     blob_behaviour(blobs).await;
 }
+
+#[tokio::test]
+async fn sqlite_snapshot_is_encrypted_and_consistent() {
+    use fieldvault_store::sqlite::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Key256::generate().unwrap();
+    let live = SqliteStore::open(&dir.path().join("live.db"), &key, true, 2).await.unwrap();
+    use fieldvault_store::Store as _;
+    live.create_user(&user("snapshotted")).await.unwrap();
+    let snap = dir.path().join("snap.db");
+    live.snapshot_into(&snap).await.unwrap();
+    let bytes = std::fs::read(&snap).unwrap();
+    assert!(!contains(&bytes, b"snapshotted"), "snapshot is encrypted");
+    assert!(!bytes.starts_with(b"SQLite format 3"));
+    let copy = SqliteStore::open(&snap, &key, false, 1).await.unwrap();
+    assert!(copy.user_by_username("snapshotted").await.unwrap().is_some());
+    let wrong = Key256::generate().unwrap();
+    assert!(SqliteStore::open(&snap, &wrong, false, 1).await.is_err());
+}
