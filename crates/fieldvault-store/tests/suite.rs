@@ -270,23 +270,9 @@ async fn embedded_store_is_encrypted_on_disk() {
             .await
             .unwrap();
         // Check while the WAL still holds the fresh pages, then again after close.
-        for f in all_files(&data) {
-            let bytes = std::fs::read(&f).unwrap();
-            assert!(
-                !contains(&bytes, marker.as_bytes()),
-                "marker in {}",
-                f.display()
-            );
-        }
+        assert_no_marker(&data, &marker);
     }
-    for f in all_files(&data) {
-        let bytes = std::fs::read(&f).unwrap();
-        assert!(
-            !contains(&bytes, marker.as_bytes()),
-            "marker in {}",
-            f.display()
-        );
-    }
+    assert_no_marker(&data, &marker);
     let db = std::fs::read(data.join("fieldvault.db")).unwrap();
     assert!(
         !db.starts_with(b"SQLite format 3"),
@@ -316,6 +302,18 @@ async fn embedded_store_is_encrypted_on_disk() {
         std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
         0o700
     );
+}
+
+/// No file under `dir` contains `marker` in plaintext.
+fn assert_no_marker(dir: &std::path::Path, marker: &str) {
+    for f in all_files(dir) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !contains(&bytes, marker.as_bytes()),
+            "marker in {}",
+            f.display()
+        );
+    }
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -618,7 +616,9 @@ async fn sqlite_snapshot_is_encrypted_and_consistent() {
     use fieldvault_store::sqlite::SqliteStore;
     let dir = tempfile::tempdir().unwrap();
     let key = Key256::generate().unwrap();
-    let live = SqliteStore::open(&dir.path().join("live.db"), &key, true, 2).await.unwrap();
+    let live = SqliteStore::open(&dir.path().join("live.db"), &key, true, 2)
+        .await
+        .unwrap();
     use fieldvault_store::Store as _;
     live.create_user(&user("snapshotted")).await.unwrap();
     let snap = dir.path().join("snap.db");
@@ -627,7 +627,12 @@ async fn sqlite_snapshot_is_encrypted_and_consistent() {
     assert!(!contains(&bytes, b"snapshotted"), "snapshot is encrypted");
     assert!(!bytes.starts_with(b"SQLite format 3"));
     let copy = SqliteStore::open(&snap, &key, false, 1).await.unwrap();
-    assert!(copy.user_by_username("snapshotted").await.unwrap().is_some());
+    assert!(
+        copy.user_by_username("snapshotted")
+            .await
+            .unwrap()
+            .is_some()
+    );
     let wrong = Key256::generate().unwrap();
     assert!(SqliteStore::open(&snap, &wrong, false, 1).await.is_err());
 }

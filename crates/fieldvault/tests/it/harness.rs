@@ -122,6 +122,18 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// The body of an unauthenticated GET, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Access-log lines (JSON) printed so far.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
         self.stdout

@@ -72,24 +72,37 @@ fn passphrase_derived_master_key() {
     let dir = tempfile::tempdir().unwrap();
     let create = |pass: &str, name: &str| {
         let mut c = cmd(dir.path());
-        c.args(["--master-passphrase-stdin", "user", "create", name, "--password-stdin"])
-            .env("FIELDVAULT_MASTER_KEY_SOURCE", "passphrase");
+        c.args([
+            "--master-passphrase-stdin",
+            "user",
+            "create",
+            name,
+            "--password-stdin",
+        ])
+        .env("FIELDVAULT_MASTER_KEY_SOURCE", "passphrase");
         run(c, &format!("{pass}\n{PASSWORD}\n"))
     };
     let (ok, out, err) = create("a long enough passphrase", "dora");
     assert!(ok, "{out} {err}");
     let data = dir.path().join("fieldvault-data");
     assert!(data.join("master.salt").exists());
-    assert!(!data.join("master.key").exists(), "no key file with a passphrase");
+    assert!(
+        !data.join("master.key").exists(),
+        "no key file with a passphrase"
+    );
     let (ok, _, err) = create("the wrong passphrase!", "eve");
     assert!(!ok && err.contains("does not open"), "{err}");
     let (ok, _, err) = create("short", "eve");
     assert!(!ok && err.contains("at least 12 characters"), "{err}");
     // Without a way to read it, the server refuses to guess.
     let mut c = cmd(dir.path());
-    c.args(["config", "show"]).env("FIELDVAULT_MASTER_KEY_SOURCE", "passphrase");
+    c.args(["config", "show"])
+        .env("FIELDVAULT_MASTER_KEY_SOURCE", "passphrase");
     assert!(run(c, "").0, "config show needs no key");
-    let e = match Server::try_start(dir.path(), &[("FIELDVAULT_MASTER_KEY_SOURCE", "passphrase")]) {
+    let e = match Server::try_start(
+        dir.path(),
+        &[("FIELDVAULT_MASTER_KEY_SOURCE", "passphrase")],
+    ) {
         Ok(_) => panic!("started without a passphrase"),
         Err(e) => e,
     };

@@ -105,14 +105,7 @@ async fn zero_config_start_health_auth_and_access_log() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
-    let m = c
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = srv.get_text("/metrics").await;
     assert!(m.contains("fieldvault_http_requests_total{method=\"GET\",route=\"/v1/users/current\",status=\"200\"} 1"), "{m}");
     assert!(m.contains("fieldvault_store_up 1"));
     assert!(m.contains("fieldvault_http_request_duration_seconds_bucket"));
@@ -214,7 +207,6 @@ async fn postgres_and_s3_with_two_instances() {
     // No master key file is written when the key comes from the environment.
     assert!(!d1.path().join("fieldvault-data/master.key").exists());
     // The database goes away: readiness says degraded, liveness stays up.
-    let url = db.url.clone();
     db.drop_db().await;
     let r = c.get(a.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
@@ -223,16 +215,8 @@ async fn postgres_and_s3_with_two_instances() {
         "degraded"
     );
     assert_eq!(c.get(a.url("/healthz")).send().await.unwrap().status(), 200);
-    let m = c
-        .get(a.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = a.get_text("/metrics").await;
     assert!(m.contains("fieldvault_store_up 0"), "{m}");
-    let _ = url;
     assert!(a.stop());
     assert!(b.stop());
 }
