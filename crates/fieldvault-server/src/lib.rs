@@ -10,6 +10,7 @@ pub mod extract;
 pub mod health;
 pub mod metrics;
 pub mod middleware;
+pub mod openrosa;
 pub mod problem;
 pub mod router;
 pub mod serve;
