@@ -79,9 +79,40 @@ fn sqlite_constraint(message: &str) -> String {
             return rest[..end].to_owned();
         }
     }
-    message
-        .rsplit(": ")
-        .next()
-        .unwrap_or(message)
-        .replace('.', "_")
+    let columns = message.rsplit(": ").next().unwrap_or(message);
+    SQLITE_UNIQUE_INDEXES
+        .iter()
+        .find(|(cols, _)| *cols == columns)
+        .map_or_else(|| columns.replace('.', "_"), |(_, name)| (*name).to_owned())
 }
+
+/// SQLite names the columns of a violated unique index, PostgreSQL names the index; this maps the
+/// former to the latter so callers see one name on both backends.
+const SQLITE_UNIQUE_INDEXES: &[(&str, &str)] = &[
+    ("data_keys.id", "data_keys_pkey"),
+    (
+        "forms.project_id, forms.xml_form_id",
+        "forms_project_xml_form_id_key",
+    ),
+    (
+        "form_defs.form_id, form_defs.version",
+        "form_defs_published_version_key",
+    ),
+    (
+        "form_attachments.form_def_id, form_attachments.name",
+        "form_attachments_def_name_key",
+    ),
+    ("app_users.token_hash", "app_users_token_hash_key"),
+    (
+        "submissions.form_id, submissions.instance_id",
+        "submissions_form_instance_key",
+    ),
+    (
+        "submission_versions.form_id, submission_versions.instance_id",
+        "submission_versions_form_instance_key",
+    ),
+    (
+        "submission_attachments.version_id, submission_attachments.name",
+        "submission_attachments_version_name_key",
+    ),
+];

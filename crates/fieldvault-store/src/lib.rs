@@ -9,6 +9,7 @@
 
 pub mod blob;
 pub mod error;
+pub mod forms;
 pub mod keyfile;
 pub mod keyring;
 pub mod model;
@@ -16,15 +17,23 @@ pub mod open;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
+pub mod submissions;
 
 use async_trait::async_trait;
 use fieldvault_core::{ProjectId, UserId};
 
 pub use blob::{BlobSettings, BlobStore};
 pub use error::StoreError;
+pub use forms::{
+    AppUserRow, Counts, FormAttachmentRow, FormDefRow, FormRow, FormStore, NewFormDef,
+};
 pub use keyring::Keyring;
 pub use model::{DataKeyRow, NewProject, NewUser, ProjectRow, UserRow, now_ms};
 pub use open::{MasterKeySource, Opened, StorageSettings, open};
+pub use submissions::{
+    IngestOutcome, IngestResult, NewSubmission, ReceivedAttachment, SubmissionAttachmentRow,
+    SubmissionRow, SubmissionStore, SubmissionVersionRow,
+};
 
 /// Which backend a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +59,7 @@ pub type Rewrap<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + Send 
 
 /// Everything Fieldvault keeps in its database.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: FormStore + SubmissionStore + Send + Sync + 'static {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 

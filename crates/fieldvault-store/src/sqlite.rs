@@ -82,3 +82,5 @@ fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
 }
 
 crate::sql::shared_store_impl!(SqliteStore, crate::Backend::Sqlite);
+crate::sql::form_store_impl!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
+crate::sql::submission_store_impl!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");

@@ -11,7 +11,8 @@ use fieldvault_store::blob::{BlobSettings, BlobStore, PART_LEN, S3Settings};
 use fieldvault_store::keyring::rotate_data_keys;
 use fieldvault_store::open::{RotateTo, rotate_master_key};
 use fieldvault_store::{
-    Keyring, MasterKeySource, NewProject, NewUser, StorageSettings, StoreError, open,
+    IngestOutcome, Keyring, MasterKeySource, NewFormDef, NewProject, NewSubmission, NewUser,
+    ReceivedAttachment, StorageSettings, StoreError, open,
 };
 use fieldvault_testkit::pg::TestDb;
 use fieldvault_testkit::s3::S3Server;
@@ -184,6 +185,8 @@ async fn suite(settings: StorageSettings) {
 async fn suite_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     suite(settings(&dir.path().join("data"), None)).await;
+    let dir = tempfile::tempdir().unwrap();
+    forms_and_submissions(settings(&dir.path().join("data"), None)).await;
 }
 
 #[tokio::test]
@@ -194,6 +197,322 @@ async fn suite_postgres() {
     let dir = tempfile::tempdir().unwrap();
     suite(settings(dir.path(), Some(&db.url))).await;
     db.drop_db().await;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    forms_and_submissions(settings(dir.path(), Some(&db.url))).await;
+    db.drop_db().await;
+}
+
+fn def(id: &str, version: &str, media: &[&str]) -> NewFormDef {
+    let xml = format!(
+        "<h:html><model><instance><data id=\"{id}\" version=\"{version}\"/></instance></model></h:html>"
+    );
+    NewFormDef {
+        xml_form_id: id.into(),
+        version: version.into(),
+        title: Some(format!("Form {id}")),
+        md5: format!("md5:{:032x}", xml.len()),
+        xml: xml.into_bytes(),
+        public_key: None,
+        binary_fields: "[\"/data/photo\"]".into(),
+        media: media.iter().map(|m| m.to_string()).collect(),
+    }
+}
+
+fn sub(project: i64, form: i64, def_id: i64, instance: &str, body: &str) -> NewSubmission {
+    NewSubmission {
+        project_id: project,
+        form_id: form,
+        form_def_id: def_id,
+        form_version: "1".into(),
+        instance_id: instance.into(),
+        deprecated_id: None,
+        instance_name: None,
+        xml_sealed: body.as_bytes().to_vec(),
+        xml_sha256: body
+            .as_bytes()
+            .iter()
+            .rev()
+            .copied()
+            .chain([0u8; 8])
+            .take(8)
+            .collect(),
+        xml_size: body.len() as i64,
+        encrypted: false,
+        submitter_user_id: None,
+        submitter_app_user_id: None,
+        device_id: Some("collect:test".into()),
+        expected_attachments: vec!["photo.jpg".into()],
+        attachments: vec![],
+    }
+}
+
+fn att(name: &str, blob: &str) -> ReceivedAttachment {
+    ReceivedAttachment {
+        name: name.into(),
+        content_type: Some("image/jpeg".into()),
+        blob_name: blob.into(),
+        size: 3,
+        sha256: vec![1, 2, 3],
+    }
+}
+
+/// Forms, collectors and submission intake: the same behaviour on both backends.
+async fn forms_and_submissions(settings: StorageSettings) {
+    let opened = open(&settings, true).await.unwrap();
+    let store = opened.store.clone();
+    let (dk, _) = opened.keyring.new_data_key().unwrap();
+    let p = store
+        .create_project(
+            &NewProject {
+                name: "P".into(),
+                description: None,
+                created_by: None,
+            },
+            &dk,
+        )
+        .await
+        .unwrap();
+    let pid = p.project_id();
+
+    // Forms: create published, refuse a duplicate id, drafts, versions.
+    let (f, d1) = store
+        .create_form(pid, &def("household", "1", &["logo.png"]), true)
+        .await
+        .unwrap();
+    assert_eq!(f.published_def_id, Some(d1.id));
+    assert!(d1.published_at.is_some());
+    assert_eq!(f.state, "open");
+    match store
+        .create_form(pid, &def("household", "2", &[]), false)
+        .await
+    {
+        Err(StoreError::Conflict { constraint }) => {
+            assert_eq!(constraint, "forms_project_xml_form_id_key")
+        }
+        other => panic!("{:?}", other.map(|x| x.0)),
+    }
+    let before = store.counts().await.unwrap();
+    let d_same = store
+        .replace_draft(f.id, &def("household", "1", &[]))
+        .await
+        .unwrap();
+    assert!(d_same.published_at.is_none());
+    match store.publish_draft(f.id).await {
+        Err(StoreError::Conflict { constraint }) => {
+            assert_eq!(constraint, "form_defs_published_version_key")
+        }
+        other => panic!("{other:?}"),
+    }
+    let d2 = store
+        .replace_draft(f.id, &def("household", "2", &["logo.png"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.counts().await.unwrap().form_defs,
+        before.form_defs + 1,
+        "replaced draft removed"
+    );
+    let pub2 = store.publish_draft(f.id).await.unwrap();
+    assert_eq!(pub2.id, d2.id);
+    assert!(matches!(
+        store.publish_draft(f.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.published_defs(f.id).await.unwrap().len(), 2);
+    let f = store.form(pid, "household").await.unwrap().unwrap();
+    assert_eq!((f.published_def_id, f.draft_def_id), (Some(d2.id), None));
+    assert_eq!(store.forms(pid).await.unwrap().len(), 1);
+
+    // Media slots.
+    assert_eq!(
+        store.form_attachments(d2.id).await.unwrap()[0].blob_name,
+        None
+    );
+    let prev = store
+        .set_form_attachment(d2.id, "logo.png", Some("image/png"), "b1", "md5:00", 3)
+        .await
+        .unwrap();
+    assert_eq!(prev, None);
+    let prev = store
+        .set_form_attachment(d2.id, "logo.png", Some("image/png"), "b2", "md5:01", 4)
+        .await
+        .unwrap();
+    assert_eq!(prev.as_deref(), Some("b1"));
+    assert!(matches!(
+        store
+            .set_form_attachment(d2.id, "other.png", None, "b3", "md5:02", 1)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let f = store.update_form(f.id, "closing", true).await.unwrap();
+    assert_eq!((f.state.as_str(), f.anonymous), ("closing", true));
+
+    // Roles and collectors.
+    let u = store.create_user(&user("manager")).await.unwrap();
+    store
+        .set_project_role(pid, u.user_id(), "viewer")
+        .await
+        .unwrap();
+    store
+        .set_project_role(pid, u.user_id(), "manager")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .project_role(pid, u.user_id())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("manager")
+    );
+    let au = store
+        .create_app_user(pid, "Enumerator 1", b"hash-1", Some(u.user_id()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .app_user_by_token_hash(b"hash-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        au.id
+    );
+    assert!(matches!(
+        store.create_app_user(pid, "dup", b"hash-1", None).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    store.assign_form(au.id, f.id).await.unwrap();
+    store.assign_form(au.id, f.id).await.unwrap();
+    assert_eq!(store.assigned_forms(au.id).await.unwrap(), vec![f.id]);
+    store.unassign_form(au.id, f.id).await.unwrap();
+    assert!(store.assigned_forms(au.id).await.unwrap().is_empty());
+    store.revoke_app_user(au.id).await.unwrap();
+    assert!(
+        store
+            .app_user_by_token_hash(b"hash-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.app_users(pid).await.unwrap().len(), 1);
+
+    // Intake: new, retry, split upload, conflict.
+    let (pi, fi, di) = (p.id, f.id, d2.id);
+    let r = store
+        .ingest(&[sub(pi, fi, di, "uuid:a", "<a/>")])
+        .await
+        .unwrap();
+    let IngestOutcome::Created { submission_id } = r.outcomes[0] else {
+        panic!("{r:?}")
+    };
+    let mut retry = sub(pi, fi, di, "uuid:a", "<a/>");
+    retry.attachments = vec![
+        att("photo.jpg", "blob-photo"),
+        att("stray.txt", "blob-stray"),
+    ];
+    let r = store.ingest(&[retry.clone()]).await.unwrap();
+    assert_eq!(
+        r.outcomes,
+        vec![IngestOutcome::Duplicate {
+            submission_id,
+            added_attachments: 1
+        }]
+    );
+    assert_eq!(
+        r.unused_blobs,
+        vec!["blob-stray".to_owned()],
+        "unexpected files are not kept"
+    );
+    let r = store.ingest(&[retry]).await.unwrap();
+    assert_eq!(
+        r.outcomes,
+        vec![IngestOutcome::Duplicate {
+            submission_id,
+            added_attachments: 0
+        }]
+    );
+    assert_eq!(r.unused_blobs.len(), 2, "a resend keeps nothing new");
+    let before = store.counts().await.unwrap();
+    let r = store
+        .ingest(&[sub(pi, fi, di, "uuid:a", "<different/>")])
+        .await
+        .unwrap();
+    assert_eq!(r.outcomes, vec![IngestOutcome::Conflict]);
+    assert_eq!(
+        store.counts().await.unwrap(),
+        before,
+        "a conflict changes nothing"
+    );
+
+    // Edits keep history and carry attachments forward.
+    let mut edit = sub(pi, fi, di, "uuid:a2", "<a2/>");
+    edit.deprecated_id = Some("uuid:a".into());
+    let r = store.ingest(&[edit.clone()]).await.unwrap();
+    assert_eq!(r.outcomes, vec![IngestOutcome::Edited { submission_id }]);
+    let versions = store.submission_versions(submission_id).await.unwrap();
+    assert_eq!(versions.len(), 2);
+    assert!(!versions[0].current && versions[1].current);
+    assert_eq!(versions[1].deprecated_id.as_deref(), Some("uuid:a"));
+    let atts = store.submission_attachments(versions[1].id).await.unwrap();
+    assert_eq!(
+        atts[0].blob_name.as_deref(),
+        Some("blob-photo"),
+        "carried forward"
+    );
+    let s = store.submission(fi, "uuid:a").await.unwrap().unwrap();
+    assert_eq!(s.review_state, "edited");
+    let mut stale = sub(pi, fi, di, "uuid:a3", "<a3/>");
+    stale.deprecated_id = Some("uuid:a".into());
+    let mut unknown = sub(pi, fi, di, "uuid:a4", "<a4/>");
+    unknown.deprecated_id = Some("uuid:nope".into());
+    // One batch, one transaction, one outcome per item.
+    let r = store
+        .ingest(&[stale, unknown, sub(pi, fi, di, "uuid:b", "<b/>"), edit])
+        .await
+        .unwrap();
+    assert_eq!(r.outcomes[0], IngestOutcome::DeprecatedNotCurrent);
+    assert_eq!(r.outcomes[1], IngestOutcome::DeprecatedNotFound);
+    assert!(matches!(r.outcomes[2], IngestOutcome::Created { .. }));
+    assert!(
+        matches!(r.outcomes[3], IngestOutcome::Duplicate { .. }),
+        "a retried edit is a duplicate"
+    );
+    assert_eq!(store.submissions(fi, 10, 0).await.unwrap().len(), 2);
+    assert_eq!(
+        store.submissions(fi, 1, 1).await.unwrap()[0].instance_id,
+        "uuid:a"
+    );
+
+    // Concurrent posts of one instanceID never create two rows.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.ingest(&[sub(pi, fi, di, "uuid:race", "<r/>")]).await
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) if matches!(r.outcomes[0], IngestOutcome::Created { .. }) => created += 1,
+            Ok(r) => assert!(
+                matches!(r.outcomes[0], IngestOutcome::Duplicate { .. }),
+                "{r:?}"
+            ),
+            // PostgreSQL: the loser of a race on the unique index; the caller retries.
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(created, 1);
+    let rows = store.submissions(fi, 100, 0).await.unwrap();
+    assert_eq!(
+        rows.iter().filter(|r| r.instance_id == "uuid:race").count(),
+        1
+    );
 }
 
 #[tokio::test]

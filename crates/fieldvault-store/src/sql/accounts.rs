@@ -1,9 +1,4 @@
-//! The queries both backends share, written once.
-//!
-//! SQLite and PostgreSQL accept the same text for everything here (`$n` placeholders,
-//! `RETURNING`, `ON CONFLICT DO NOTHING`), so the [`shared_store_impl!`] macro expands one body per
-//! backend. Backend-specific SQL stays in `sqlite.rs` / `postgres.rs`; this file never branches
-//! on the backend.
+//! Accounts, projects, data keys and metadata.
 
 /// Implements [`crate::Store`] for `$store`, whose `pool` field is a `sqlx::Pool` of `$db`.
 macro_rules! shared_store_impl {

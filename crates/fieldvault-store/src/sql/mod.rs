@@ -1,0 +1,16 @@
+//! The queries both backends share, written once, one file per table family.
+//!
+//! SQLite and PostgreSQL accept the same text for everything here (`$n` placeholders,
+//! `RETURNING`, `ON CONFLICT`, partial indexes), so each macro expands one body per backend.
+//! Backend-specific SQL stays in `sqlite.rs` / `postgres.rs`; nothing here branches on the
+//! backend. Only the statement that opens a write transaction differs, and it is a parameter:
+//! SQLite needs `BEGIN IMMEDIATE` so a read-then-write transaction takes the write lock up front
+//! instead of failing when another writer got there first.
+
+mod accounts;
+mod forms;
+mod submissions;
+
+pub(crate) use accounts::shared_store_impl;
+pub(crate) use forms::{app_user_cols, def_cols, form_cols, form_store_impl};
+pub(crate) use submissions::{submission_cols, submission_store_impl, version_cols};
