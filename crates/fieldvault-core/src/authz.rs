@@ -3,8 +3,43 @@
 //! Every service function calls it before any protected read or any write; nothing else in the
 //! code base decides who may do what. Verbs have stable `noun.verb` names shared by the audit log
 //! and the error catalogue, so renaming one is a compile error, not a data migration.
+//!
+//! Project roles follow ODK Central: a **manager** does everything in the project; a **viewer**
+//! reads forms and data; a **data collector** lists, downloads and fills forms; an **app user**
+//! (a collector token) lists, downloads and fills only the forms assigned to it. A site
+//! administrator manages accounts and may create projects, but holds no implicit right to project
+//! data (M6): an owner must grant a role.
 
 use crate::{CoreError, ProjectId, UserId};
+
+/// A role in one project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Everything in the project.
+    Manager,
+    /// Read forms and submissions.
+    Viewer,
+    /// List, download and fill forms.
+    DataCollector,
+}
+
+impl Role {
+    /// Stable name (`manager`, `viewer`, `formfill` as in Central).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Viewer => "viewer",
+            Role::DataCollector => "formfill",
+        }
+    }
+
+    /// Parses a stable name.
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Manager, Role::Viewer, Role::DataCollector]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
 
 /// Who is acting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,12 +50,23 @@ pub enum Actor {
         /// The operating-system user running the command.
         os_user: String,
     },
-    /// A signed-in account.
+    /// A signed-in account, with its role in the project being acted on (loaded by the service).
     User {
         /// The account.
         id: UserId,
         /// Site-wide administrator.
         superuser: bool,
+        /// The account's role in the project named by the resource, if any.
+        project_role: Option<(ProjectId, Role)>,
+    },
+    /// A collector token of one project, with the forms assigned to it.
+    AppUser {
+        /// The app user's id.
+        id: i64,
+        /// Its project.
+        project: ProjectId,
+        /// Form ids it may see and fill.
+        forms: Vec<i64>,
     },
     /// Nobody has authenticated.
     Anonymous,
@@ -37,6 +83,20 @@ pub enum Verb {
     ProjectCreate,
     /// Read a project's metadata.
     ProjectRead,
+    /// Rename, describe, archive a project; grant roles.
+    ProjectUpdate,
+    /// Delete a project.
+    ProjectDelete,
+    /// Upload a form, a draft, media; publish; change state.
+    FormUpdate,
+    /// Read form definitions (JSON and XML) and media; the OpenRosa form list.
+    FormRead,
+    /// Submit data to a form.
+    SubmissionCreate,
+    /// Read submissions and their attachments.
+    SubmissionRead,
+    /// Create, list and revoke collectors (app users) and their form assignments.
+    AppUserManage,
     /// Re-wrap every data key under a new master key.
     KeysRotate,
     /// Read the effective configuration.
@@ -50,6 +110,13 @@ impl Verb {
         Verb::UserList,
         Verb::ProjectCreate,
         Verb::ProjectRead,
+        Verb::ProjectUpdate,
+        Verb::ProjectDelete,
+        Verb::FormUpdate,
+        Verb::FormRead,
+        Verb::SubmissionCreate,
+        Verb::SubmissionRead,
+        Verb::AppUserManage,
         Verb::KeysRotate,
         Verb::ConfigRead,
     ];
@@ -61,6 +128,13 @@ impl Verb {
             Verb::UserList => "user.list",
             Verb::ProjectCreate => "project.create",
             Verb::ProjectRead => "project.read",
+            Verb::ProjectUpdate => "project.update",
+            Verb::ProjectDelete => "project.delete",
+            Verb::FormUpdate => "form.update",
+            Verb::FormRead => "form.read",
+            Verb::SubmissionCreate => "submission.create",
+            Verb::SubmissionRead => "submission.read",
+            Verb::AppUserManage => "app_user.manage",
             Verb::KeysRotate => "keys.rotate",
             Verb::ConfigRead => "config.read",
         }
@@ -69,6 +143,13 @@ impl Verb {
     /// Parses a stable name.
     pub fn parse(s: &str) -> Option<Verb> {
         Verb::ALL.iter().copied().find(|v| v.as_str() == s)
+    }
+
+    fn site_level(self) -> bool {
+        matches!(
+            self,
+            Verb::UserCreate | Verb::UserList | Verb::KeysRotate | Verb::ConfigRead
+        )
     }
 }
 
@@ -79,6 +160,38 @@ pub enum Resource {
     Site,
     /// One project.
     Project(ProjectId),
+    /// One form of a project.
+    Form {
+        /// The project.
+        project: ProjectId,
+        /// The form's store id.
+        form: i64,
+        /// Whether the form accepts anonymous submissions.
+        anonymous: bool,
+    },
+}
+
+impl Resource {
+    fn project(self) -> Option<ProjectId> {
+        match self {
+            Resource::Site => None,
+            Resource::Project(p) | Resource::Form { project: p, .. } => Some(p),
+        }
+    }
+}
+
+fn role_allows(role: Role, verb: Verb) -> bool {
+    match role {
+        Role::Manager => !verb.site_level() && verb != Verb::ProjectCreate,
+        Role::Viewer => matches!(
+            verb,
+            Verb::ProjectRead | Verb::FormRead | Verb::SubmissionRead
+        ),
+        Role::DataCollector => matches!(
+            verb,
+            Verb::ProjectRead | Verb::FormRead | Verb::SubmissionCreate
+        ),
+    }
 }
 
 /// Decides whether `actor` may perform `verb` on `resource`.
@@ -86,15 +199,48 @@ pub fn authorize(actor: &Actor, verb: Verb, resource: Resource) -> Result<(), Co
     let allowed = match actor {
         Actor::Operator { .. } => true,
         Actor::User {
-            superuser: true, ..
-        } => match (verb, resource) {
-            // M6: administrators manage the site but hold no implicit right to project data;
-            // project roles arrive with the accounts issue and are granted by owners.
-            (Verb::ProjectRead, Resource::Project(_)) => false,
-            _ => true,
+            superuser,
+            project_role,
+            ..
+        } => {
+            let by_role = match (project_role, resource.project()) {
+                (Some((rp, role)), Some(p)) if *rp == p => role_allows(*role, verb),
+                _ => false,
+            };
+            let by_site = *superuser && (verb.site_level() || verb == Verb::ProjectCreate);
+            let anyone = verb == Verb::ProjectCreate
+                || (verb == Verb::SubmissionCreate
+                    && matches!(
+                        resource,
+                        Resource::Form {
+                            anonymous: true,
+                            ..
+                        }
+                    ));
+            by_role || by_site || anyone
+        }
+        Actor::AppUser { project, forms, .. } => match resource {
+            Resource::Form {
+                project: p,
+                form,
+                anonymous,
+            } if p == *project => {
+                matches!(verb, Verb::FormRead | Verb::SubmissionCreate)
+                    && (forms.contains(&form) || (anonymous && verb == Verb::SubmissionCreate))
+            }
+            Resource::Project(p) if p == *project => verb == Verb::ProjectRead,
+            _ => false,
         },
-        Actor::User { .. } => matches!(verb, Verb::ProjectCreate),
-        Actor::Anonymous => false,
+        Actor::Anonymous => {
+            verb == Verb::SubmissionCreate
+                && matches!(
+                    resource,
+                    Resource::Form {
+                        anonymous: true,
+                        ..
+                    }
+                )
+        }
     };
     if allowed {
         Ok(())
@@ -117,32 +263,111 @@ mod tests {
             assert!(seen.insert(v.as_str()));
         }
         assert_eq!(Verb::parse("nope"), None);
+        for r in [Role::Manager, Role::Viewer, Role::DataCollector] {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
     }
 
+    fn user(role: Option<Role>, superuser: bool) -> Actor {
+        Actor::User {
+            id: UserId(2),
+            superuser,
+            project_role: role.map(|r| (ProjectId(1), r)),
+        }
+    }
+
+    /// The whole matrix: every actor kind × every verb on a project, a form and another project.
     #[test]
     fn matrix() {
+        let p = Resource::Project(ProjectId(1));
+        let f = Resource::Form {
+            project: ProjectId(1),
+            form: 10,
+            anonymous: false,
+        };
+        let anon_form = Resource::Form {
+            project: ProjectId(1),
+            form: 11,
+            anonymous: true,
+        };
+        let other = Resource::Form {
+            project: ProjectId(2),
+            form: 20,
+            anonymous: false,
+        };
+        let app = Actor::AppUser {
+            id: 5,
+            project: ProjectId(1),
+            forms: vec![10],
+        };
         let op = Actor::Operator {
             os_user: "root".into(),
         };
-        let admin = Actor::User {
-            id: UserId(1),
-            superuser: true,
-        };
-        let user = Actor::User {
-            id: UserId(2),
-            superuser: false,
-        };
-        let p = Resource::Project(ProjectId(1));
-        for v in Verb::ALL {
-            assert!(authorize(&op, *v, Resource::Site).is_ok());
-            assert!(authorize(&Actor::Anonymous, *v, Resource::Site).is_err());
+        use Verb::*;
+        let expect: &[(&Actor, Resource, &[Verb])] = &[
+            (&op, f, Verb::ALL),
+            (
+                &user(Some(Role::Manager), false),
+                f,
+                &[
+                    ProjectRead,
+                    ProjectUpdate,
+                    ProjectDelete,
+                    FormUpdate,
+                    FormRead,
+                    SubmissionCreate,
+                    SubmissionRead,
+                    AppUserManage,
+                    ProjectCreate,
+                ],
+            ),
+            (
+                &user(Some(Role::Viewer), false),
+                f,
+                &[ProjectRead, FormRead, SubmissionRead, ProjectCreate],
+            ),
+            (
+                &user(Some(Role::DataCollector), false),
+                f,
+                &[ProjectRead, FormRead, SubmissionCreate, ProjectCreate],
+            ),
+            (&user(None, false), f, &[ProjectCreate]),
+            (
+                &user(None, true),
+                f,
+                &[UserCreate, UserList, KeysRotate, ConfigRead, ProjectCreate],
+            ),
+            (&user(Some(Role::Manager), false), other, &[ProjectCreate]),
+            (&app, f, &[FormRead, SubmissionCreate]),
+            (&app, other, &[]),
+            (&app, anon_form, &[SubmissionCreate]),
+            (&app, p, &[ProjectRead]),
+            (&Actor::Anonymous, f, &[]),
+            (&Actor::Anonymous, anon_form, &[SubmissionCreate]),
+            (
+                &user(None, false),
+                anon_form,
+                &[SubmissionCreate, ProjectCreate],
+            ),
+        ];
+        for (actor, resource, allowed) in expect {
+            for v in Verb::ALL {
+                let got = authorize(actor, *v, *resource).is_ok();
+                assert_eq!(got, allowed.contains(v), "{actor:?} {v:?} {resource:?}");
+            }
         }
-        assert!(authorize(&admin, Verb::UserCreate, Resource::Site).is_ok());
-        assert!(authorize(&admin, Verb::ProjectRead, p).is_err());
-        assert!(authorize(&user, Verb::UserCreate, Resource::Site).is_err());
-        assert!(authorize(&user, Verb::ProjectCreate, Resource::Site).is_ok());
+        // Site-level verbs: only operators and administrators.
+        assert!(authorize(&user(None, true), UserCreate, Resource::Site).is_ok());
+        assert!(
+            authorize(
+                &user(Some(Role::Manager), false),
+                UserCreate,
+                Resource::Site
+            )
+            .is_err()
+        );
         assert_eq!(
-            authorize(&user, Verb::KeysRotate, Resource::Site),
+            authorize(&user(None, false), KeysRotate, Resource::Site),
             Err(CoreError::Denied {
                 verb: "keys.rotate"
             })

@@ -67,6 +67,7 @@ impl FromRequestParts<App> for AuthUser {
             actor: Actor::User {
                 id: user.user_id(),
                 superuser: user.superuser,
+                project_role: None,
             },
             user,
         })
