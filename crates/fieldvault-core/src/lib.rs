@@ -1,11 +1,17 @@
-//! Fieldvault's domain: typed ids, account rules, authorization and errors. No I/O, no async.
+//! Fieldvault's domain: typed ids, account rules, authorization, errors, and reading XForms and
+//! OpenRosa submissions. No I/O, no async.
 #![warn(missing_docs)]
 
 pub mod account;
 pub mod authz;
 pub mod error;
 pub mod ids;
+pub mod submission;
+pub mod xform;
+mod xml;
 
 pub use authz::{Actor, Resource, Verb, authorize};
 pub use error::CoreError;
 pub use ids::{ProjectId, UserId};
+pub use submission::{EncryptedEnvelope, IntakeDecision, SubmissionMeta, decide, parse_submission};
+pub use xform::{XForm, md5_hash, parse_xform};
