@@ -13,6 +13,7 @@
 pub mod envelope;
 pub mod error;
 pub mod keyring;
+pub mod mac;
 pub mod password;
 pub mod random;
 pub mod secret;

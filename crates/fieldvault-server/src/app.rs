@@ -23,6 +23,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Start time, for uptime.
     pub started: Instant,
+    /// Verified Basic credentials.
+    pub auth_cache: Arc<crate::auth_cache::AuthCache>,
 }
 
 impl App {
@@ -35,6 +37,7 @@ impl App {
             keyring: opened.keyring.clone(),
             metrics: Arc::new(Metrics::default()),
             started: Instant::now(),
+            auth_cache: Arc::new(crate::auth_cache::AuthCache::default()),
         }
     }
 }

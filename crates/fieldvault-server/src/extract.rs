@@ -57,9 +57,14 @@ impl FromRequestParts<App> for AuthUser {
         let text = std::str::from_utf8(&decoded).map_err(|_| failed())?;
         let (username, password) = text.split_once(':').ok_or_else(failed)?;
         let password = SecretString::from(password);
-        let user = service::users::verify_password(app.store.as_ref(), username, password)
-            .await?
-            .ok_or_else(failed)?;
+        let user = service::users::verify_password_cached(
+            app.store.as_ref(),
+            &app.auth_cache,
+            username,
+            password,
+        )
+        .await?
+        .ok_or_else(failed)?;
         if let Some(slot) = parts.extensions.get::<AuthSlot>() {
             slot.record(&user.username, "basic");
         }

@@ -4,7 +4,9 @@
 //! headers) → extractor (who is calling) → handler → service (authorize + rules) → store.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod app;
+pub mod auth_cache;
 pub mod config;
 pub mod extract;
 pub mod health;

@@ -5,6 +5,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::App;
+use crate::api::json::iso;
 use crate::extract::AuthUser;
 use crate::problem::ApiError;
 
@@ -21,11 +22,4 @@ pub async fn current(State(_app): State<App>, who: AuthUser) -> Result<Json<Valu
         "deletedAt": null,
         "lastLoginAt": null,
     })))
-}
-
-/// Unix milliseconds → ISO-8601 UTC with milliseconds, as Central writes timestamps.
-pub fn iso(ms: i64) -> String {
-    let t =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
 }

@@ -1,6 +1,7 @@
 //! Service functions: one per use case, shared by HTTP handlers and the CLI. Each calls
 //! `authorize` before any protected read or write. Nothing here knows about HTTP.
 
+pub mod context;
 pub mod users;
 
 use fieldvault_core::CoreError;
@@ -17,6 +18,9 @@ pub enum ServiceError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The thing does not exist (or the caller may not know that it does).
+    #[error("not found")]
+    NotFound,
     /// A uniqueness rule: `what` is taken.
     #[error("{what} is already taken")]
     Taken {
@@ -33,6 +37,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Core(c) => c.into(),
             ServiceError::Store(s) => s.into(),
+            ServiceError::NotFound => ApiError::NotFound,
             ServiceError::Taken { what } => ApiError::Conflict {
                 code: "conflict.taken",
                 message: format!("That {what} is already taken."),

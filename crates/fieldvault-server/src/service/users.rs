@@ -77,6 +77,27 @@ pub fn check_password_policy(password: &SecretString, username: &str) -> Result<
     Ok(())
 }
 
+/// Like [`verify_password`], but trusts a recent successful check of the same credentials when
+/// the account's stored hash is unchanged and the account still active (see `auth_cache`).
+pub async fn verify_password_cached(
+    store: &dyn Store,
+    cache: &crate::auth_cache::AuthCache,
+    username: &str,
+    password: SecretString,
+) -> Result<Option<UserRow>, ServiceError> {
+    if let Some((user_id, hash)) = cache.lookup(username, &password) {
+        match store.user_by_id(fieldvault_core::UserId(user_id)).await? {
+            Some(u) if u.active && u.password_hash == hash => return Ok(Some(u)),
+            _ => cache.remove(username, &password),
+        }
+    }
+    let user = verify_password(store, username, password.clone()).await?;
+    if let Some(u) = &user {
+        cache.insert(username, &password, u.id, &u.password_hash);
+    }
+    Ok(user)
+}
+
 /// Checks a username and password; `None` when either is wrong or the account is inactive.
 /// Unknown users cost the same PBKDF2 work as known ones, so timing does not reveal which names
 /// exist.

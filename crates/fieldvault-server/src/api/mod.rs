@@ -1,0 +1,13 @@
+//! The native JSON API under `/v1`, shaped like ODK Central's (specs/central-api.md) so Central's
+//! clients and habits carry over. Each module owns its routes; `routes()` merges them.
+
+pub mod json;
+
+use axum::Router;
+
+use crate::App;
+
+/// Every `/v1` JSON route.
+pub fn routes() -> Router<App> {
+    Router::new()
+}
