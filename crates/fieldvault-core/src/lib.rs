@@ -13,5 +13,8 @@ mod xml;
 pub use authz::{Actor, Resource, Verb, authorize};
 pub use error::CoreError;
 pub use ids::{ProjectId, UserId};
-pub use submission::{EncryptedEnvelope, IntakeDecision, SubmissionMeta, decide, parse_submission};
+pub use submission::{
+    EncryptedEnvelope, IntakeDecision, SubmissionMeta, decide, parse_submission,
+    parse_submission_with_attachments,
+};
 pub use xform::{XForm, md5_hash, parse_xform};

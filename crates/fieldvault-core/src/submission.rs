@@ -71,7 +71,71 @@ impl SubmissionMeta {
 /// `base64EncryptedKey` or `encryptedXmlFile`, or naming a file that is not a plain file name.
 pub fn parse_submission(bytes: &[u8], max_bytes: usize) -> Result<SubmissionMeta, CoreError> {
     let root = parse_document(bytes, max_bytes, FIELD)?;
+    meta_of(&root)
+}
 
+/// [`parse_submission`] plus the attachment file names a plaintext submission names in the form's
+/// binary fields (`binary_fields` are bind nodesets such as `/data/photo`; repeats yield one name
+/// per occurrence). For an encrypted envelope the names are the envelope's files instead. One
+/// parse serves both, which matters on the intake path.
+pub fn parse_submission_with_attachments(
+    bytes: &[u8],
+    max_bytes: usize,
+    binary_fields: &[String],
+) -> Result<(SubmissionMeta, Vec<String>), CoreError> {
+    let root = parse_document(bytes, max_bytes, FIELD)?;
+    let meta = meta_of(&root)?;
+    let names = match &meta.encrypted {
+        Some(_) => meta
+            .expected_encrypted_files()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        None => {
+            let mut names = Vec::new();
+            let mut path = Vec::new();
+            collect_binary_values(&root, &mut path, binary_fields, &mut names);
+            names
+        }
+    };
+    Ok((meta, names))
+}
+
+fn collect_binary_values<'a>(
+    el: &'a crate::xml::Element,
+    path: &mut Vec<&'a str>,
+    binary_fields: &[String],
+    out: &mut Vec<String>,
+) {
+    path.push(&el.name);
+    if el.children.is_empty() {
+        let value = el.trimmed_text();
+        if !value.is_empty()
+            && binary_fields.iter().any(|f| {
+                let mut parts = f.split('/').filter(|p| !p.is_empty());
+                let mut segs = path.iter();
+                loop {
+                    match (parts.next(), segs.next()) {
+                        (None, None) => break true,
+                        // Bind nodesets may carry prefixes (`/h:data/x`); compare local names.
+                        (Some(p), Some(s)) if p.rsplit(':').next() == Some(*s) => continue,
+                        _ => break false,
+                    }
+                }
+            })
+            && check_file_name("attachment", value).is_ok()
+            && !out.iter().any(|n| n == value)
+        {
+            out.push(value.to_owned());
+        }
+    }
+    for c in &el.children {
+        collect_binary_values(c, path, binary_fields, out);
+    }
+    path.pop();
+}
+
+fn meta_of(root: &crate::xml::Element) -> Result<SubmissionMeta, CoreError> {
     let xml_form_id = root
         .attr("id")
         .map(str::trim)
@@ -481,5 +545,30 @@ mod tests {
         );
         // deprecated_exists is meaningless without a deprecatedID.
         assert_eq!(decide(None, &a, true, &meta(None)), IntakeDecision::New);
+    }
+}
+
+#[cfg(test)]
+mod attachment_tests {
+    use super::*;
+
+    #[test]
+    fn binary_field_values_are_expected_attachments() {
+        let xml = br#"<data id="f"><photo>a.jpg</photo><rep><pic>b.png</pic></rep><rep><pic>c.png</pic></rep>
+            <rep><pic></pic></rep><note>a.jpg</note><other>../x</other><meta><instanceID>uuid:1</instanceID></meta></data>"#;
+        let fields = vec![
+            "/data/photo".to_owned(),
+            "/data/rep/pic".to_owned(),
+            "/data/other".to_owned(),
+        ];
+        let (meta, names) = parse_submission_with_attachments(xml, 10_000, &fields).unwrap();
+        assert_eq!(meta.instance_id, "uuid:1");
+        assert_eq!(
+            names,
+            vec!["a.jpg", "b.png", "c.png"],
+            "unsafe names and blanks skipped"
+        );
+        let (_, none) = parse_submission_with_attachments(xml, 10_000, &[]).unwrap();
+        assert!(none.is_empty());
     }
 }
