@@ -1,1 +1,62 @@
-fn main() {}
+//! `fieldvault-bench`: measures the physical limits of this machine and Fieldvault's own
+//! numbers, so every Fieldvault figure can be read as a fraction of what the hardware allows.
+//!
+//! Kept as small modules so later benchmarks (intake, export, decrypt) can be added as new
+//! modules that feed the same [`report::Report`]:
+//! - [`limits`]: fsync rate, sequential write, AES-256-GCM and PBKDF2 cost on this machine.
+//! - [`server`]: runs the real `fieldvault` binary and measures start-up, idle memory and
+//!   `/healthz` latency.
+//! - [`report`]: machine description, JSON and markdown output.
+
+mod limits;
+mod report;
+mod server;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// Measures machine limits and Fieldvault's start-up numbers; writes JSON and a markdown table.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// The `fieldvault` binary to benchmark (build it first: `cargo build --release -p fieldvault`).
+    #[arg(long, default_value = "target/release/fieldvault")]
+    fieldvault_bin: PathBuf,
+    /// Directory for `latest.json` and `latest.md`.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Sequential-write test size in MiB (stops early after ~3 s either way).
+    #[arg(long, default_value_t = 512)]
+    write_mib: u64,
+    /// Number of sequential `GET /healthz` requests per server start.
+    #[arg(long, default_value_t = 2000)]
+    healthz_requests: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Resolve the binary before spending time on the limits, so a missing build fails fast.
+    let bin = server::resolve_bin(&cli.fieldvault_bin)?;
+    // The scratch directory lives under the cwd, so the disk numbers are for the filesystem
+    // Fieldvault would normally run on, not for a tmpfs /tmp.
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+
+    eprintln!("measuring machine limits in {} ...", cwd.display());
+    let limits = limits::measure(&cwd, cli.write_mib)?;
+
+    eprintln!("benchmarking {} ...", bin.display());
+    let server = server::measure(&bin, &cwd, cli.healthz_requests)?;
+
+    let report = report::Report::new(limits, server);
+    let markdown = report.markdown();
+    report.write(&cli.out, &markdown)?;
+    println!("{markdown}");
+    eprintln!(
+        "wrote {} and {}",
+        cli.out.join("latest.json").display(),
+        cli.out.join("latest.md").display()
+    );
+    Ok(())
+}
