@@ -226,7 +226,7 @@ pub fn authorize(actor: &Actor, verb: Verb, resource: Resource) -> Result<(), Co
                 anonymous,
             } if p == *project => {
                 matches!(verb, Verb::FormRead | Verb::SubmissionCreate)
-                    && (forms.contains(&form) || (anonymous && verb == Verb::SubmissionCreate))
+                    && (forms.contains(&form) || anonymous)
             }
             Resource::Project(p) if p == *project => verb == Verb::ProjectRead,
             _ => false,
@@ -340,7 +340,7 @@ mod tests {
             (&user(Some(Role::Manager), false), other, &[ProjectCreate]),
             (&app, f, &[FormRead, SubmissionCreate]),
             (&app, other, &[]),
-            (&app, anon_form, &[SubmissionCreate]),
+            (&app, anon_form, &[FormRead, SubmissionCreate]),
             (&app, p, &[ProjectRead]),
             (&Actor::Anonymous, f, &[]),
             (&Actor::Anonymous, anon_form, &[SubmissionCreate]),

@@ -23,12 +23,15 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Start time, for uptime.
     pub started: Instant,
+    /// Group-commit queue for submissions.
+    pub ingest: crate::service::ingest_queue::IngestQueue,
     /// Verified Basic credentials.
     pub auth_cache: Arc<crate::auth_cache::AuthCache>,
 }
 
 impl App {
-    /// Assembles the state from opened storage.
+    /// Assembles the state from opened storage. Starts the intake writer, so call it inside the
+    /// runtime.
     pub fn new(config: Arc<Config>, opened: &fieldvault_store::Opened) -> Self {
         Self {
             config,
@@ -37,6 +40,10 @@ impl App {
             keyring: opened.keyring.clone(),
             metrics: Arc::new(Metrics::default()),
             started: Instant::now(),
+            ingest: crate::service::ingest_queue::IngestQueue::start(
+                opened.store.clone(),
+                opened.blobs.clone(),
+            ),
             auth_cache: Arc::new(crate::auth_cache::AuthCache::default()),
         }
     }

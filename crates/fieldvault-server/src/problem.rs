@@ -40,11 +40,29 @@ pub enum ApiError {
     /// 404.
     #[error("not found")]
     NotFound,
+    /// 404 with a specific explanation.
+    #[error("{message}")]
+    NotFoundWith {
+        /// Explanation.
+        message: String,
+    },
     /// 409: conflicts with existing state.
     #[error("{message}")]
     Conflict {
         /// Stable code.
         code: &'static str,
+        /// Explanation.
+        message: String,
+    },
+    /// 415: the body is of a type this endpoint does not take.
+    #[error("{message}")]
+    Unsupported {
+        /// Explanation.
+        message: String,
+    },
+    /// 413: too large.
+    #[error("{message}")]
+    TooLarge {
         /// Explanation.
         message: String,
     },
@@ -93,7 +111,20 @@ impl ApiError {
                 "not_found",
                 "Could not find the resource you were looking for.".into(),
             ),
+            ApiError::NotFoundWith { message } => {
+                (StatusCode::NOT_FOUND, "not_found", message.clone())
+            }
             ApiError::Conflict { code, message } => (StatusCode::CONFLICT, code, message.clone()),
+            ApiError::Unsupported { message } => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "request.unsupported_media_type",
+                message.clone(),
+            ),
+            ApiError::TooLarge { message } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request.too_large",
+                message.clone(),
+            ),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service.unavailable",

@@ -9,7 +9,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::problem::ApiError;
-use crate::{App, api, health, middleware, users};
+use crate::{App, api, health, middleware, openrosa, users};
 
 /// Builds the application router with every middleware applied.
 pub fn router(app: App) -> Router {
@@ -21,6 +21,7 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/v1/users/current", get(users::current))
         .merge(api::routes())
+        .merge(openrosa::routes::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))

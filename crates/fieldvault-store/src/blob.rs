@@ -235,7 +235,7 @@ impl BlobStore {
         key: &Key256,
         name: &str,
         aad: &[u8],
-    ) -> Result<impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static, StoreError> {
+    ) -> Result<impl Stream<Item = Result<Bytes, StoreError>> + Send + use<>, StoreError> {
         let path = self.path(name)?;
         let got = self.inner.get(&path).await?;
         let opener = StreamOpener::new(key, aad);

@@ -5,4 +5,7 @@
 //! lives apart from the handlers as pure functions that can be tested against the spec
 //! (`specs/openrosa.md`) without a server or a store.
 
+pub mod caller;
 pub mod render;
+pub mod respond;
+pub mod routes;

@@ -1,0 +1,151 @@
+//! Reading submissions: metadata lists, the decrypted XML of a version, attachments. Only
+//! callers with `submission.read` on the form (managers, viewers) get here; site administrators
+//! without a project role do not (M6).
+
+use bytes::Bytes;
+use fieldvault_core::{Actor, ProjectId, Resource, Verb, authorize};
+use fieldvault_store::submissions::{attachment_aad, xml_aad};
+use fieldvault_store::{
+    FormRow, ProjectRow, StoreError, SubmissionAttachmentRow, SubmissionRow, SubmissionVersionRow,
+};
+use futures_util::Stream;
+
+use super::ServiceError;
+use super::context::project_actor;
+use crate::App;
+
+/// Largest page of a submission list.
+pub const MAX_PAGE: i64 = 1000;
+
+async fn load(app: &App, actor: &Actor, project: ProjectId, xml_form_id: &str) -> Result<(ProjectRow, FormRow), ServiceError> {
+    let (p, actor) = project_actor(app.store.as_ref(), actor, project).await?;
+    let form = app.store.form(project, xml_form_id).await?.ok_or(ServiceError::NotFound)?;
+    let resource = Resource::Form {
+        project,
+        form: form.id,
+        anonymous: form.anonymous,
+    };
+    if authorize(&actor, Verb::FormRead, resource).is_err() {
+        return Err(ServiceError::NotFound);
+    }
+    authorize(&actor, Verb::SubmissionRead, resource)?;
+    Ok((p, form))
+}
+
+/// A submission with its current version.
+pub struct SubmissionView {
+    /// The submission.
+    pub submission: SubmissionRow,
+    /// Its current version.
+    pub current: SubmissionVersionRow,
+}
+
+/// A page of a form's submissions, newest first.
+pub async fn list(
+    app: &App,
+    actor: &Actor,
+    project: ProjectId,
+    xml_form_id: &str,
+    limit: Option<i64>,
+    offset: Option<i64>,
+) -> Result<Vec<SubmissionView>, ServiceError> {
+    let (_, form) = load(app, actor, project, xml_form_id).await?;
+    let limit = limit.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
+    let rows = app.store.submissions(form.id, limit, offset.unwrap_or(0).max(0)).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for s in rows {
+        let versions = app.store.submission_versions(s.id).await?;
+        if let Some(current) = versions.into_iter().find(|v| v.current) {
+            out.push(SubmissionView { submission: s, current });
+        }
+    }
+    Ok(out)
+}
+
+async fn version_for(
+    app: &App,
+    actor: &Actor,
+    project: ProjectId,
+    xml_form_id: &str,
+    instance_id: &str,
+) -> Result<(ProjectRow, FormRow, SubmissionRow, SubmissionVersionRow), ServiceError> {
+    let (p, form) = load(app, actor, project, xml_form_id).await?;
+    let s = app
+        .store
+        .submission(form.id, instance_id)
+        .await?
+        .filter(|s| s.deleted_at.is_none())
+        .ok_or(ServiceError::NotFound)?;
+    let current = app
+        .store
+        .submission_versions(s.id)
+        .await?
+        .into_iter()
+        .find(|v| v.current)
+        .ok_or(ServiceError::NotFound)?;
+    Ok((p, form, s, current))
+}
+
+/// One submission.
+pub async fn get(app: &App, actor: &Actor, project: ProjectId, xml_form_id: &str, instance_id: &str) -> Result<SubmissionView, ServiceError> {
+    let (_, _, submission, current) = version_for(app, actor, project, xml_form_id, instance_id).await?;
+    Ok(SubmissionView { submission, current })
+}
+
+/// The decrypted XML of the current version (for an ODK-encrypted submission: the envelope).
+pub async fn xml(app: &App, actor: &Actor, project: ProjectId, xml_form_id: &str, instance_id: &str) -> Result<Vec<u8>, ServiceError> {
+    let (p, form, _, v) = version_for(app, actor, project, xml_form_id, instance_id).await?;
+    let key = super::forms::project_key(app, &p).await?;
+    Ok(fieldvault_crypto::envelope::open(&key, &xml_aad(p.id, form.id, &v.instance_id), &v.xml_sealed)?)
+}
+
+/// Attachment slots of the current version.
+pub async fn attachments(
+    app: &App,
+    actor: &Actor,
+    project: ProjectId,
+    xml_form_id: &str,
+    instance_id: &str,
+) -> Result<Vec<SubmissionAttachmentRow>, ServiceError> {
+    let (_, _, _, v) = version_for(app, actor, project, xml_form_id, instance_id).await?;
+    Ok(app.store.submission_attachments(v.id).await?)
+}
+
+/// One attachment, decrypted as it streams.
+pub async fn attachment(
+    app: &App,
+    actor: &Actor,
+    project: ProjectId,
+    xml_form_id: &str,
+    instance_id: &str,
+    name: &str,
+) -> Result<(SubmissionAttachmentRow, impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static), ServiceError> {
+    let (p, form, _, v) = version_for(app, actor, project, xml_form_id, instance_id).await?;
+    let slot = app
+        .store
+        .submission_attachments(v.id)
+        .await?
+        .into_iter()
+        .find(|a| a.name == name && a.blob_name.is_some())
+        .ok_or(ServiceError::NotFound)?;
+    let key = super::forms::project_key(app, &p).await?;
+    let blob = slot.blob_name.clone().unwrap_or_default();
+    // Blobs are bound to the instanceID of the version that first received them; an edit that
+    // carried a file forward keeps the original binding, found through the blob's first owner.
+    let owner = first_owner(app, v.submission_id, &blob).await?;
+    let stream = app
+        .blobs
+        .get_stream(&key, &blob, &attachment_aad(p.id, form.id, &owner, name))
+        .await?;
+    Ok((slot, stream))
+}
+
+async fn first_owner(app: &App, submission_id: i64, blob: &str) -> Result<String, ServiceError> {
+    for v in app.store.submission_versions(submission_id).await? {
+        let atts = app.store.submission_attachments(v.id).await?;
+        if atts.iter().any(|a| a.blob_name.as_deref() == Some(blob)) {
+            return Ok(v.instance_id);
+        }
+    }
+    Err(ServiceError::NotFound)
+}
