@@ -101,6 +101,16 @@ pub trait Store: FormStore + SubmissionStore + Send + Sync + 'static {
     /// Projects that are not deleted, by id.
     async fn list_projects(&self) -> Result<Vec<ProjectRow>, StoreError>;
 
+    /// Sets a project's name, description and archived flag, stamping `updated_at`. `NotFound`
+    /// for an unknown or soft-deleted project, so a deleted project cannot be revived by an edit.
+    async fn update_project(
+        &self,
+        id: ProjectId,
+        name: &str,
+        description: Option<&str>,
+        archived: bool,
+    ) -> Result<ProjectRow, StoreError>;
+
     /// Reads a wrapped data key.
     async fn data_key(&self, id: &str) -> Result<Option<DataKeyRow>, StoreError>;
 

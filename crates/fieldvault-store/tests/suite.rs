@@ -103,6 +103,34 @@ async fn suite(settings: StorageSettings) {
     assert!(store.project(ProjectId(9_999)).await.unwrap().is_none());
     assert_eq!(store.list_projects().await.unwrap(), vec![p.clone()]);
     assert_eq!(keyring.data_key(&dk.id).await.unwrap(), key);
+
+    // Editing a project: every field is replaced, `updated_at` is stamped, unknown ids are refused.
+    let edited = store
+        .update_project(p.project_id(), "Survey 2", Some("Round two"), true)
+        .await
+        .unwrap();
+    assert_eq!(edited.name, "Survey 2");
+    assert_eq!(edited.description.as_deref(), Some("Round two"));
+    assert!(edited.archived);
+    assert!(edited.updated_at.is_some());
+    assert_eq!(edited.created_at, p.created_at);
+    assert_eq!(
+        store.project(p.project_id()).await.unwrap().unwrap(),
+        edited
+    );
+    let p = store
+        .update_project(p.project_id(), "Survey", None, false)
+        .await
+        .unwrap();
+    assert_eq!(p.description, None);
+    assert!(!p.archived);
+    assert!(matches!(
+        store
+            .update_project(ProjectId(9_999), "x", None, false)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.list_projects().await.unwrap(), vec![p.clone()]);
     // A second keyring (a fresh process) unwraps it from the store.
     let fresh = Keyring::attach(keyring.master().clone(), store.clone())
         .await

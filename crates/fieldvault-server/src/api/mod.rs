@@ -1,7 +1,9 @@
 //! The native JSON API under `/v1`, shaped like ODK Central's (specs/central-api.md) so Central's
 //! clients and habits carry over. Each module owns its routes; `routes()` merges them.
 
+pub mod app_users;
 pub mod json;
+pub mod projects;
 
 use axum::Router;
 
@@ -10,4 +12,6 @@ use crate::App;
 /// Every `/v1` JSON route.
 pub fn routes() -> Router<App> {
     Router::new()
+        .merge(projects::routes())
+        .merge(app_users::routes())
 }

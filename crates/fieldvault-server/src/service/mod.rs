@@ -1,7 +1,9 @@
 //! Service functions: one per use case, shared by HTTP handlers and the CLI. Each calls
 //! `authorize` before any protected read or write. Nothing here knows about HTTP.
 
+pub mod app_users;
 pub mod context;
+pub mod projects;
 pub mod users;
 
 use fieldvault_core::CoreError;

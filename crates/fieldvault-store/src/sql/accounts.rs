@@ -144,6 +144,29 @@ macro_rules! shared_store_impl {
                 .await?)
             }
 
+            async fn update_project(
+                &self,
+                id: fieldvault_core::ProjectId,
+                name: &str,
+                description: Option<&str>,
+                archived: bool,
+            ) -> Result<$crate::ProjectRow, $crate::StoreError> {
+                let row: Option<$crate::ProjectRow> = sqlx::query_as(
+                    "UPDATE projects SET name = $1, description = $2, archived = $3, updated_at = $4 \
+                     WHERE id = $5 AND deleted_at IS NULL \
+                     RETURNING id, name, description, data_key_id, created_by, created_at, \
+                     updated_at, archived, deleted_at",
+                )
+                .bind(name)
+                .bind(description)
+                .bind(archived)
+                .bind($crate::now_ms())
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.ok_or($crate::StoreError::NotFound)
+            }
+
             async fn data_key(
                 &self,
                 id: &str,
