@@ -194,6 +194,18 @@ fn role_allows(role: Role, verb: Verb) -> bool {
     }
 }
 
+/// A form open to anonymous submission is public: anyone may download and fill it.
+fn public_form(verb: Verb, resource: Resource) -> bool {
+    matches!(verb, Verb::FormRead | Verb::SubmissionCreate)
+        && matches!(
+            resource,
+            Resource::Form {
+                anonymous: true,
+                ..
+            }
+        )
+}
+
 /// Decides whether `actor` may perform `verb` on `resource`.
 pub fn authorize(actor: &Actor, verb: Verb, resource: Resource) -> Result<(), CoreError> {
     let allowed = match actor {
@@ -208,15 +220,7 @@ pub fn authorize(actor: &Actor, verb: Verb, resource: Resource) -> Result<(), Co
                 _ => false,
             };
             let by_site = *superuser && (verb.site_level() || verb == Verb::ProjectCreate);
-            let anyone = verb == Verb::ProjectCreate
-                || (verb == Verb::SubmissionCreate
-                    && matches!(
-                        resource,
-                        Resource::Form {
-                            anonymous: true,
-                            ..
-                        }
-                    ));
+            let anyone = verb == Verb::ProjectCreate || public_form(verb, resource);
             by_role || by_site || anyone
         }
         Actor::AppUser { project, forms, .. } => match resource {
@@ -231,16 +235,7 @@ pub fn authorize(actor: &Actor, verb: Verb, resource: Resource) -> Result<(), Co
             Resource::Project(p) if p == *project => verb == Verb::ProjectRead,
             _ => false,
         },
-        Actor::Anonymous => {
-            verb == Verb::SubmissionCreate
-                && matches!(
-                    resource,
-                    Resource::Form {
-                        anonymous: true,
-                        ..
-                    }
-                )
-        }
+        Actor::Anonymous => public_form(verb, resource),
     };
     if allowed {
         Ok(())
@@ -343,11 +338,11 @@ mod tests {
             (&app, anon_form, &[FormRead, SubmissionCreate]),
             (&app, p, &[ProjectRead]),
             (&Actor::Anonymous, f, &[]),
-            (&Actor::Anonymous, anon_form, &[SubmissionCreate]),
+            (&Actor::Anonymous, anon_form, &[FormRead, SubmissionCreate]),
             (
                 &user(None, false),
                 anon_form,
-                &[SubmissionCreate, ProjectCreate],
+                &[FormRead, SubmissionCreate, ProjectCreate],
             ),
         ];
         for (actor, resource, allowed) in expect {

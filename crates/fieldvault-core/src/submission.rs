@@ -178,7 +178,7 @@ fn meta_of(root: &crate::xml::Element) -> Result<SubmissionMeta, CoreError> {
     let instance_name = meta_text("instanceName");
 
     let encrypted = if root.attr("encrypted").map(str::trim) == Some("yes") {
-        Some(envelope(&root)?)
+        Some(envelope(root)?)
     } else {
         None
     };

@@ -27,16 +27,46 @@ pub fn routes() -> Router<App> {
     Router::new()
         .route("/v1/projects/{pid}/forms", get(list).post(create))
         .route("/v1/projects/{pid}/forms/{form}", get(read).patch(update))
-        .route("/v1/projects/{pid}/forms/{form}/draft", get(read_draft).post(replace_draft))
-        .route("/v1/projects/{pid}/forms/{form}/draft/publish", post(publish))
-        .route("/v1/projects/{pid}/forms/{form}/draft/attachments", get(draft_media_list))
-        .route("/v1/projects/{pid}/forms/{form}/draft/attachments/{name}", post(upload_media))
-        .route("/v1/projects/{pid}/forms/{form}/attachments", get(media_list))
-        .route("/v1/projects/{pid}/forms/{form}/attachments/{name}", get(media))
-        .route("/v1/projects/{pid}/forms/{form}/submissions", get(submission_list))
-        .route("/v1/projects/{pid}/forms/{form}/submissions/{instance}", get(submission_read))
-        .route("/v1/projects/{pid}/forms/{form}/submissions/{instance}/attachments", get(submission_attachments))
-        .route("/v1/projects/{pid}/forms/{form}/submissions/{instance}/attachments/{name}", get(submission_attachment))
+        .route(
+            "/v1/projects/{pid}/forms/{form}/draft",
+            get(read_draft).post(replace_draft),
+        )
+        .route(
+            "/v1/projects/{pid}/forms/{form}/draft/publish",
+            post(publish),
+        )
+        .route(
+            "/v1/projects/{pid}/forms/{form}/draft/attachments",
+            get(draft_media_list),
+        )
+        .route(
+            "/v1/projects/{pid}/forms/{form}/draft/attachments/{name}",
+            post(upload_media),
+        )
+        .route(
+            "/v1/projects/{pid}/forms/{form}/attachments",
+            get(media_list),
+        )
+        .route(
+            "/v1/projects/{pid}/forms/{form}/attachments/{name}",
+            get(media),
+        )
+        .route(
+            "/v1/projects/{pid}/forms/{form}/submissions",
+            get(submission_list),
+        )
+        .route(
+            "/v1/projects/{pid}/forms/{form}/submissions/{instance}",
+            get(submission_read),
+        )
+        .route(
+            "/v1/projects/{pid}/forms/{form}/submissions/{instance}/attachments",
+            get(submission_attachments),
+        )
+        .route(
+            "/v1/projects/{pid}/forms/{form}/submissions/{instance}/attachments/{name}",
+            get(submission_attachment),
+        )
 }
 
 #[derive(Deserialize)]
@@ -49,7 +79,10 @@ struct P {
 
 impl P {
     fn project(&self) -> Result<ProjectId, ApiError> {
-        self.pid.parse().map(ProjectId).map_err(|_| ApiError::NotFound)
+        self.pid
+            .parse()
+            .map(ProjectId)
+            .map_err(|_| ApiError::NotFound)
     }
     fn form(&self) -> &str {
         self.form.as_deref().unwrap_or_default()
@@ -107,7 +140,11 @@ fn media_json(v: &FormView) -> Value {
 }
 
 fn media_type(name: &str) -> &'static str {
-    let ext = name.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
+    let ext = name
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     match ext.as_str() {
         "png" | "jpg" | "jpeg" | "gif" | "svg" | "webp" => "image",
         "mp3" | "wav" | "ogg" | "m4a" | "amr" => "audio",
@@ -135,27 +172,51 @@ async fn create(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let actor = signed_in(&caller)?;
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let v = forms::create(&app, actor, p.project()?, &body, ct, is_true(q.publish.as_deref())).await?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let v = forms::create(
+        &app,
+        actor,
+        p.project()?,
+        &body,
+        ct,
+        is_true(q.publish.as_deref()),
+    )
+    .await?;
     Ok(Json(form_json(&v)))
 }
 
-async fn list(State(app): State<App>, caller: Caller, Path(p): Path<P>) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Json<Value>, ApiError> {
     let actor = signed_in(&caller)?;
     let views = forms::list(&app, actor, p.project()?).await?;
     Ok(Json(Value::Array(views.iter().map(form_json).collect())))
 }
 
-async fn read(State(app): State<App>, caller: Caller, Path(p): Path<P>) -> Result<Response, ApiError> {
+async fn read(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Response, ApiError> {
     if let Some(id) = p.form().strip_suffix(".xml") {
-        return form_xml_response(&app, &caller, p.project()?, id).await.map_err(|e| e.0);
+        return form_xml_response(&app, &caller, p.project()?, id)
+            .await
+            .map_err(|e| e.0);
     }
     let actor = signed_in(&caller)?;
     let v = forms::get(&app, actor, p.project()?, p.form(), false).await?;
     Ok(Json(form_json(&v)).into_response())
 }
 
-async fn read_draft(State(app): State<App>, caller: Caller, Path(p): Path<P>) -> Result<Json<Value>, ApiError> {
+async fn read_draft(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Json<Value>, ApiError> {
     let actor = signed_in(&caller)?;
     let v = forms::get(&app, actor, p.project()?, p.form(), true).await?;
     Ok(Json(form_json(&v)))
@@ -175,7 +236,15 @@ async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let actor = signed_in(&caller)?;
     let pid = p.project()?;
-    forms::update(&app, actor, pid, p.form(), patch.state.as_deref(), patch.anonymous).await?;
+    forms::update(
+        &app,
+        actor,
+        pid,
+        p.form(),
+        patch.state.as_deref(),
+        patch.anonymous,
+    )
+    .await?;
     let v = forms::get(&app, actor, pid, p.form(), false).await?;
     Ok(Json(form_json(&v)))
 }
@@ -194,7 +263,9 @@ async fn replace_draft(
             "Send the new version's XForm as the request body.",
         ));
     }
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     forms::replace_draft(&app, actor, p.project()?, p.form(), &body, ct).await?;
     Ok(Json(json!({"success": true})))
 }
@@ -215,13 +286,21 @@ async fn publish(
     Ok(Json(json!({"success": true})))
 }
 
-async fn draft_media_list(State(app): State<App>, caller: Caller, Path(p): Path<P>) -> Result<Json<Value>, ApiError> {
+async fn draft_media_list(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Json<Value>, ApiError> {
     let actor = signed_in(&caller)?;
     let v = forms::get(&app, actor, p.project()?, p.form(), true).await?;
     Ok(Json(media_json(&v)))
 }
 
-async fn media_list(State(app): State<App>, caller: Caller, Path(p): Path<P>) -> Result<Json<Value>, ApiError> {
+async fn media_list(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Json<Value>, ApiError> {
     let actor = signed_in(&caller)?;
     let v = forms::get(&app, actor, p.project()?, p.form(), false).await?;
     Ok(Json(media_json(&v)))
@@ -235,7 +314,9 @@ async fn upload_media(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let actor = signed_in(&caller)?;
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let name = p.name.clone().unwrap_or_default();
     let stream = body.into_data_stream();
     let slot = forms::upload_media(&app, actor, p.project()?, p.form(), &name, ct, stream).await?;
@@ -249,19 +330,35 @@ async fn upload_media(
     })))
 }
 
-async fn media(State(app): State<App>, caller: Caller, Path(p): Path<P>) -> Result<Response, ApiError> {
-    let (slot, stream) = forms::media(&app, &caller.actor, p.project()?, p.form(), p.name.as_deref().unwrap_or_default())
-        .await
-        .map_err(|e| anonymous_challenge(&caller, e.into()))?;
-    Ok(file_response(&slot.name, slot.content_type.as_deref(), Body::from_stream(stream)))
+async fn media(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Response, ApiError> {
+    let (slot, stream) = forms::media(
+        &app,
+        &caller.actor,
+        p.project()?,
+        p.form(),
+        p.name.as_deref().unwrap_or_default(),
+    )
+    .await
+    .map_err(|e| anonymous_challenge(&caller, e.into()))?;
+    Ok(file_response(
+        &slot.name,
+        slot.content_type.as_deref(),
+        Body::from_stream(stream),
+    ))
 }
 
 fn anonymous_challenge(caller: &Caller, e: ApiError) -> ApiError {
     match (&caller.actor, e) {
-        (Actor::Anonymous, ApiError::NotFound | ApiError::Forbidden { .. }) => ApiError::Unauthenticated {
-            code: "auth.required",
-            message: "This resource needs authentication.".into(),
-        },
+        (Actor::Anonymous, ApiError::NotFound | ApiError::Forbidden { .. }) => {
+            ApiError::Unauthenticated {
+                code: "auth.required",
+                message: "This resource needs authentication.".into(),
+            }
+        }
         (_, e) => e,
     }
 }
@@ -273,7 +370,10 @@ fn file_response(name: &str, content_type: Option<&str>, body: Body) -> Response
         header::CONTENT_TYPE,
         HeaderValue::from_str(ct).unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
-    let safe: String = name.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\').collect();
+    let safe: String = name
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+        .collect();
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -315,8 +415,9 @@ struct Page {
 
 fn int_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
     v.map(|s| {
-        s.parse::<i64>()
-            .map_err(|_| ApiError::bad_request("request.bad_query", format!("{name} must be an integer")))
+        s.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("request.bad_query", format!("{name} must be an integer"))
+        })
     })
     .transpose()
 }
@@ -331,10 +432,16 @@ async fn submission_list(
     let limit = int_param("limit", q.limit.as_deref())?;
     let offset = int_param("offset", q.offset.as_deref())?;
     let rows = submissions::list(&app, actor, p.project()?, p.form(), limit, offset).await?;
-    Ok(Json(Value::Array(rows.iter().map(submission_json).collect())))
+    Ok(Json(Value::Array(
+        rows.iter().map(submission_json).collect(),
+    )))
 }
 
-async fn submission_read(State(app): State<App>, caller: Caller, Path(p): Path<P>) -> Result<Response, ApiError> {
+async fn submission_read(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Response, ApiError> {
     let actor = signed_in(&caller)?;
     let instance = p.instance.clone().unwrap_or_default();
     if let Some(id) = instance.strip_suffix(".xml") {
@@ -345,7 +452,11 @@ async fn submission_read(State(app): State<App>, caller: Caller, Path(p): Path<P
     Ok(Json(submission_json(&v)).into_response())
 }
 
-async fn submission_attachments(State(app): State<App>, caller: Caller, Path(p): Path<P>) -> Result<Json<Value>, ApiError> {
+async fn submission_attachments(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Json<Value>, ApiError> {
     let actor = signed_in(&caller)?;
     let instance = p.instance.clone().unwrap_or_default();
     let rows = submissions::attachments(&app, actor, p.project()?, p.form(), &instance).await?;
@@ -356,11 +467,20 @@ async fn submission_attachments(State(app): State<App>, caller: Caller, Path(p):
     )))
 }
 
-async fn submission_attachment(State(app): State<App>, caller: Caller, Path(p): Path<P>) -> Result<Response, ApiError> {
+async fn submission_attachment(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Response, ApiError> {
     let actor = signed_in(&caller)?;
     let instance = p.instance.clone().unwrap_or_default();
     let name = p.name.clone().unwrap_or_default();
-    let (slot, stream) = submissions::attachment(&app, actor, p.project()?, p.form(), &instance, &name).await?;
+    let (slot, stream) =
+        submissions::attachment(&app, actor, p.project()?, p.form(), &instance, &name).await?;
     let body = Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
-    Ok(file_response(&slot.name, slot.content_type.as_deref(), body))
+    Ok(file_response(
+        &slot.name,
+        slot.content_type.as_deref(),
+        body,
+    ))
 }

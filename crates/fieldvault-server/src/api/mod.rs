@@ -2,6 +2,7 @@
 //! clients and habits carry over. Each module owns its routes; `routes()` merges them.
 
 pub mod app_users;
+pub mod forms;
 pub mod json;
 pub mod projects;
 
@@ -12,6 +13,7 @@ use crate::App;
 /// Every `/v1` JSON route.
 pub fn routes() -> Router<App> {
     Router::new()
+        .merge(forms::routes())
         .merge(projects::routes())
         .merge(app_users::routes())
 }

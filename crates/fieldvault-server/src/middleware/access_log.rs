@@ -86,11 +86,23 @@ pub async fn layer(
         } else {
             ("request.timeout", "The request took too long.".to_owned())
         };
-        resp = REQUEST_ID
-            .scope(request_id.clone(), async {
-                error_response(status, code, &msg)
-            })
-            .await;
+        resp = if path
+            .split('?')
+            .next()
+            .is_some_and(|p| p.ends_with("/submission"))
+        {
+            // OpenRosa clients show the message of an OpenRosaResponse, not JSON.
+            crate::openrosa::respond::xml(
+                status,
+                crate::openrosa::render::openrosa_response(&msg, Some("error")),
+            )
+        } else {
+            REQUEST_ID
+                .scope(request_id.clone(), async {
+                    error_response(status, code, &msg)
+                })
+                .await
+        };
     }
 
     let hsts = client

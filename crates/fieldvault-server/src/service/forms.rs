@@ -349,13 +349,12 @@ where
     if let Some(old) = previous {
         let _ = app.blobs.delete(&old).await;
     }
-    Ok(app
-        .store
+    app.store
         .form_attachments(def_id)
         .await?
         .into_iter()
         .find(|s| s.name == name)
-        .ok_or(ServiceError::NotFound)?)
+        .ok_or(ServiceError::NotFound)
 }
 
 /// A media file's decrypted bytes, streamed.

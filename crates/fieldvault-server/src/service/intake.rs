@@ -147,12 +147,11 @@ pub async fn prepare(
             .await?
             .into_iter()
             .find(|d| d.version == version)
-            .ok_or_else(|| ServiceError::Invalid {
-                code: "form.version_unknown",
-                message: format!(
+            .ok_or_else(|| {
+                ServiceError::NotFoundWith(format!(
                     "The form {:?} has no published version {version:?}; download the form again.",
                     form.xml_form_id
-                ),
+                ))
             })?;
         match (&def.public_key, &meta.encrypted) {
             (Some(_), None) => {

@@ -3,7 +3,11 @@
 
 pub mod app_users;
 pub mod context;
+pub mod forms;
+pub mod ingest_queue;
+pub mod intake;
 pub mod projects;
+pub mod submissions;
 pub mod users;
 
 use fieldvault_core::CoreError;
@@ -20,18 +24,49 @@ pub enum ServiceError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Credentials are needed (a 401 with a challenge).
+    #[error("authentication required")]
+    Unauthenticated,
     /// The thing does not exist (or the caller may not know that it does).
     #[error("not found")]
     NotFound,
+    /// Not found, with an explanation worth showing (an unknown form id in a submission).
+    #[error("{0}")]
+    NotFoundWith(String),
     /// A uniqueness rule: `what` is taken.
     #[error("{what} is already taken")]
     Taken {
         /// Which value.
         what: &'static str,
     },
+    /// The request conflicts with current state.
+    #[error("{message}")]
+    Conflict {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation for a human.
+        message: String,
+    },
+    /// The upload is of a kind not accepted here.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The input is malformed in a way a rule names (code + message).
+    #[error("{message}")]
+    Invalid {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation for a human.
+        message: String,
+    },
     /// An unexpected internal failure (a worker thread died, the RNG failed).
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<fieldvault_crypto::CryptoError> for ServiceError {
+    fn from(e: fieldvault_crypto::CryptoError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
 }
 
 impl From<ServiceError> for ApiError {
@@ -40,10 +75,18 @@ impl From<ServiceError> for ApiError {
             ServiceError::Core(c) => c.into(),
             ServiceError::Store(s) => s.into(),
             ServiceError::NotFound => ApiError::NotFound,
+            ServiceError::NotFoundWith(message) => ApiError::NotFoundWith { message },
+            ServiceError::Unauthenticated => ApiError::Unauthenticated {
+                code: "auth.required",
+                message: "This resource needs authentication.".into(),
+            },
             ServiceError::Taken { what } => ApiError::Conflict {
                 code: "conflict.taken",
                 message: format!("That {what} is already taken."),
             },
+            ServiceError::Conflict { code, message } => ApiError::Conflict { code, message },
+            ServiceError::Unsupported(message) => ApiError::Unsupported { message },
+            ServiceError::Invalid { code, message } => ApiError::BadRequest { code, message },
             ServiceError::Internal(m) => ApiError::Internal(m),
         }
     }

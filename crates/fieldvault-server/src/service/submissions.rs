@@ -17,9 +17,18 @@ use crate::App;
 /// Largest page of a submission list.
 pub const MAX_PAGE: i64 = 1000;
 
-async fn load(app: &App, actor: &Actor, project: ProjectId, xml_form_id: &str) -> Result<(ProjectRow, FormRow), ServiceError> {
+async fn load(
+    app: &App,
+    actor: &Actor,
+    project: ProjectId,
+    xml_form_id: &str,
+) -> Result<(ProjectRow, FormRow), ServiceError> {
     let (p, actor) = project_actor(app.store.as_ref(), actor, project).await?;
-    let form = app.store.form(project, xml_form_id).await?.ok_or(ServiceError::NotFound)?;
+    let form = app
+        .store
+        .form(project, xml_form_id)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
     let resource = Resource::Form {
         project,
         form: form.id,
@@ -51,12 +60,18 @@ pub async fn list(
 ) -> Result<Vec<SubmissionView>, ServiceError> {
     let (_, form) = load(app, actor, project, xml_form_id).await?;
     let limit = limit.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
-    let rows = app.store.submissions(form.id, limit, offset.unwrap_or(0).max(0)).await?;
+    let rows = app
+        .store
+        .submissions(form.id, limit, offset.unwrap_or(0).max(0))
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for s in rows {
         let versions = app.store.submission_versions(s.id).await?;
         if let Some(current) = versions.into_iter().find(|v| v.current) {
-            out.push(SubmissionView { submission: s, current });
+            out.push(SubmissionView {
+                submission: s,
+                current,
+            });
         }
     }
     Ok(out)
@@ -87,16 +102,36 @@ async fn version_for(
 }
 
 /// One submission.
-pub async fn get(app: &App, actor: &Actor, project: ProjectId, xml_form_id: &str, instance_id: &str) -> Result<SubmissionView, ServiceError> {
-    let (_, _, submission, current) = version_for(app, actor, project, xml_form_id, instance_id).await?;
-    Ok(SubmissionView { submission, current })
+pub async fn get(
+    app: &App,
+    actor: &Actor,
+    project: ProjectId,
+    xml_form_id: &str,
+    instance_id: &str,
+) -> Result<SubmissionView, ServiceError> {
+    let (_, _, submission, current) =
+        version_for(app, actor, project, xml_form_id, instance_id).await?;
+    Ok(SubmissionView {
+        submission,
+        current,
+    })
 }
 
 /// The decrypted XML of the current version (for an ODK-encrypted submission: the envelope).
-pub async fn xml(app: &App, actor: &Actor, project: ProjectId, xml_form_id: &str, instance_id: &str) -> Result<Vec<u8>, ServiceError> {
+pub async fn xml(
+    app: &App,
+    actor: &Actor,
+    project: ProjectId,
+    xml_form_id: &str,
+    instance_id: &str,
+) -> Result<Vec<u8>, ServiceError> {
     let (p, form, _, v) = version_for(app, actor, project, xml_form_id, instance_id).await?;
     let key = super::forms::project_key(app, &p).await?;
-    Ok(fieldvault_crypto::envelope::open(&key, &xml_aad(p.id, form.id, &v.instance_id), &v.xml_sealed)?)
+    Ok(fieldvault_crypto::envelope::open(
+        &key,
+        &xml_aad(p.id, form.id, &v.instance_id),
+        &v.xml_sealed,
+    )?)
 }
 
 /// Attachment slots of the current version.
@@ -119,7 +154,13 @@ pub async fn attachment(
     xml_form_id: &str,
     instance_id: &str,
     name: &str,
-) -> Result<(SubmissionAttachmentRow, impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static), ServiceError> {
+) -> Result<
+    (
+        SubmissionAttachmentRow,
+        impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static,
+    ),
+    ServiceError,
+> {
     let (p, form, _, v) = version_for(app, actor, project, xml_form_id, instance_id).await?;
     let slot = app
         .store

@@ -6,6 +6,7 @@
 mod api_projects;
 mod harness;
 mod keys;
+mod openrosa;
 mod serve;
 mod startup_errors;
 mod tls;
