@@ -26,7 +26,10 @@ use crate::service::submissions::{self, SubmissionView};
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/v1/projects/{pid}/forms", get(list).post(create))
-        .route("/v1/projects/{pid}/forms/{form}", get(read).patch(update))
+        .route(
+            "/v1/projects/{pid}/forms/{form}",
+            get(read).patch(update).delete(remove),
+        )
         .route(
             "/v1/projects/{pid}/forms/{form}/draft",
             get(read_draft).post(replace_draft),
@@ -247,6 +250,16 @@ async fn update(
     .await?;
     let v = forms::get(&app, actor, pid, p.form(), false).await?;
     Ok(Json(form_json(&v)))
+}
+
+async fn remove(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = signed_in(&caller)?;
+    forms::delete(&app, actor, p.project()?, p.form()).await?;
+    Ok(Json(json!({"success": true})))
 }
 
 async fn replace_draft(

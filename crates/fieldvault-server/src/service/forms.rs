@@ -99,6 +99,10 @@ pub async fn create(
     publish: bool,
 ) -> Result<FormView, ServiceError> {
     let (_, actor) = project_actor(app.store.as_ref(), actor, project).await?;
+    // Someone with no role in the project must not learn that it exists.
+    if authorize(&actor, Verb::ProjectRead, Resource::Project(project)).is_err() {
+        return Err(ServiceError::NotFound);
+    }
     authorize(&actor, Verb::FormUpdate, Resource::Project(project))?;
     let def = new_def(body, content_type)?;
     let (form, def) = match app.store.create_form(project, &def, publish).await {
@@ -269,6 +273,17 @@ pub async fn update(
         .store
         .update_form(form.id, state, anonymous.unwrap_or(form.anonymous))
         .await?)
+}
+
+/// Deletes a form (soft: submissions stay, the id can be reused by a new form).
+pub async fn delete(
+    app: &App,
+    actor: &Actor,
+    project: ProjectId,
+    xml_form_id: &str,
+) -> Result<(), ServiceError> {
+    let (_, form, _) = load(app, actor, project, xml_form_id, Verb::FormUpdate).await?;
+    Ok(app.store.delete_form(form.id).await?)
 }
 
 /// Associated data for a form media blob.

@@ -690,6 +690,148 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Form uploads the server refuses, each with a message a form author understands, and none of
+/// them changing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn form_upload_refusals_change_nothing() {
+    let Some(e) = start(None).await else { return };
+    let c = client();
+    let p = json_req(
+        c.post(e.url("/v1/projects"))
+            .json(&json!({"name": "Forms"})),
+    )
+    .await;
+    let base = e.url(&format!("/v1/projects/{}", p["id"]));
+    let household = std::fs::read_to_string(e.forms.join("household.xml")).unwrap();
+    json_req(c.post(format!("{base}/forms")).body(household.clone())).await;
+    let before = e.counts().await;
+    let no_meta = household.replace("<meta><instanceID/></meta>", "").replace(
+        "<bind nodeset=\"/data/meta/instanceID\"",
+        "<bind nodeset=\"/data/x\"",
+    );
+    let cases: Vec<(String, String, Credentials, u16, &str)> = vec![
+        (
+            format!("{base}/forms"),
+            "<h:html><unclosed></h:html>".into(),
+            Some(("alice", PASSWORD)),
+            400,
+            "well-formed",
+        ),
+        (
+            format!("{base}/forms"),
+            format!("<!DOCTYPE h [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>{household}"),
+            Some(("alice", PASSWORD)),
+            400,
+            "DOCTYPE",
+        ),
+        (
+            format!("{base}/forms"),
+            household.replace("id=\"household\"", ""),
+            Some(("alice", PASSWORD)),
+            400,
+            "id",
+        ),
+        (
+            format!("{base}/forms"),
+            no_meta,
+            Some(("alice", PASSWORD)),
+            400,
+            "instanceID",
+        ),
+        (
+            format!("{base}/forms"),
+            household.clone(),
+            Some(("alice", PASSWORD)),
+            409,
+            "already exists",
+        ),
+        (
+            format!("{base}/forms"),
+            household.clone(),
+            Some(("bob", PASSWORD)),
+            404,
+            "",
+        ),
+        (format!("{base}/forms"), household.clone(), None, 401, ""),
+        (
+            format!("{base}/forms/household/draft"),
+            household.replace("id=\"household\"", "id=\"other\""),
+            Some(("alice", PASSWORD)),
+            400,
+            "other",
+        ),
+        (
+            format!("{base}/forms/household/draft/attachments/evil.png"),
+            "x".into(),
+            Some(("alice", PASSWORD)),
+            400,
+            "logo.png",
+        ),
+    ];
+    for (i, (url, body, auth, status, needle)) in cases.into_iter().enumerate() {
+        let mut r = c
+            .post(&url)
+            .header("content-type", "application/xml")
+            .body(body);
+        if let Some((u, p)) = auth {
+            r = r.basic_auth(u, Some(p));
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "case {i}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(needle), "case {i}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            v["code"].is_string() && v["message"].is_string(),
+            "case {i}: {text}"
+        );
+    }
+    // Publishing a draft whose version is already published is refused; a new version works.
+    json_req(c.post(format!("{base}/forms/household/draft/publish"))).await;
+    json_req(
+        c.post(format!("{base}/forms/household/draft"))
+            .body(household.clone()),
+    )
+    .await;
+    let r = c
+        .post(format!("{base}/forms/household/draft/publish"))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("already published"));
+    json_req(
+        c.post(format!("{base}/forms/household/draft"))
+            .body(household.replace("2026112701", "2026112702")),
+    )
+    .await;
+    json_req(c.post(format!(
+        "{base}/forms/household/draft/publish?version=2026112702"
+    )))
+    .await;
+    let f = json_req(c.get(format!("{base}/forms/household"))).await;
+    assert_eq!(f["version"], "2026112702");
+    let after = e.counts().await;
+    assert_eq!(
+        (after.forms, after.submissions),
+        (before.forms, before.submissions)
+    );
+    // Deleting a form frees its id.
+    json_req(c.delete(format!("{base}/forms/household"))).await;
+    assert_eq!(
+        c.get(format!("{base}/forms/household"))
+            .basic_auth("alice", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    json_req(c.post(format!("{base}/forms")).body(household)).await;
+    let _ = e.srv.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collect_enketo_and_kobocollect_on_sqlite() {
     let Some(e) = start(None).await else { return };

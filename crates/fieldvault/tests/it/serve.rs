@@ -103,7 +103,7 @@ async fn zero_config_start_health_auth_and_access_log() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 403, "an unknown collector token is refused");
 
     let m = srv.get_text("/metrics").await;
     assert!(m.contains("fieldvault_http_requests_total{method=\"GET\",route=\"/v1/users/current\",status=\"200\"} 1"), "{m}");
