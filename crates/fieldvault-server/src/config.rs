@@ -149,6 +149,18 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "`Strict-Transport-Security` max-age sent over HTTPS, in seconds.",
     },
     OptionDoc {
+        key: "intake.max_attachment_bytes",
+        default: "104857600",
+        secret: false,
+        doc: "Largest single file attached to a submission, in bytes (100 MiB); a larger one gets 413. The whole request is also bounded by `http.body_limit_bytes`.",
+    },
+    OptionDoc {
+        key: "intake.allow_plaintext_to_encrypted_forms",
+        default: "false",
+        secret: false,
+        doc: "Accept unencrypted submissions to a form that carries a public key. Off: they are refused (400), so a misconfigured client cannot leave plaintext on the server.",
+    },
+    OptionDoc {
         key: "log.format",
         default: "json",
         secret: false,
@@ -235,6 +247,10 @@ pub struct Config {
     #[allow(missing_docs)]
     pub hsts_max_age_secs: u64,
     #[allow(missing_docs)]
+    pub max_attachment_bytes: u64,
+    #[allow(missing_docs)]
+    pub allow_plaintext_to_encrypted_forms: bool,
+    #[allow(missing_docs)]
     pub log_format: LogFormat,
     #[allow(missing_docs)]
     pub log_level: String,
@@ -264,6 +280,8 @@ impl Default for Config {
             request_timeout_secs: 300,
             trusted_proxies: Vec::new(),
             hsts_max_age_secs: 31_536_000,
+            max_attachment_bytes: 104_857_600,
+            allow_plaintext_to_encrypted_forms: false,
             log_format: LogFormat::Json,
             log_level: "info".into(),
             sources: BTreeMap::new(),
@@ -388,6 +406,16 @@ impl Config {
                     .collect::<Result<_, _>>()?;
             }
             "http.hsts_max_age_secs" => self.hsts_max_age_secs = parse_num(v)?,
+            "intake.max_attachment_bytes" => {
+                let n: u64 = parse_num(v)?;
+                if n < 1024 {
+                    return Err("must be at least 1024".into());
+                }
+                self.max_attachment_bytes = n;
+            }
+            "intake.allow_plaintext_to_encrypted_forms" => {
+                self.allow_plaintext_to_encrypted_forms = parse_bool(v)?;
+            }
             "log.format" => {
                 self.log_format = match v {
                     "json" => LogFormat::Json,
@@ -539,6 +567,10 @@ impl Config {
                 }
             }
             "http.hsts_max_age_secs" => self.hsts_max_age_secs.to_string(),
+            "intake.max_attachment_bytes" => self.max_attachment_bytes.to_string(),
+            "intake.allow_plaintext_to_encrypted_forms" => {
+                self.allow_plaintext_to_encrypted_forms.to_string()
+            }
             "log.format" => match self.log_format {
                 LogFormat::Json => "json".into(),
                 LogFormat::Text => "text".into(),

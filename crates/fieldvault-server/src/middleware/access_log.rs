@@ -68,13 +68,11 @@ pub async fn layer(
 
     // Limits enforced by tower layers answer with plain text; give them the API's error shape.
     let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !is_json
-        && (status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT)
-    {
+    // Our own errors are JSON or (OpenRosa) XML; tower's limit layers answer in plain text.
+    let ours = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/xml")
+    });
+    if !ours && (status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT) {
         let (code, msg) = if status == StatusCode::PAYLOAD_TOO_LARGE {
             (
                 "request.too_large",

@@ -154,7 +154,7 @@ pub async fn prepare(
                 ))
             })?;
         match (&def.public_key, &meta.encrypted) {
-            (Some(_), None) => {
+            (Some(_), None) if !app.config.allow_plaintext_to_encrypted_forms => {
                 return Err(ServiceError::Invalid {
                     code: "submission.not_encrypted",
                     message: "This form is encrypted; plaintext submissions to it are refused."
@@ -257,19 +257,32 @@ impl Prepared {
         );
         let aad = attachment_aad(self.project.id, self.form.id, &self.meta.instance_id, name);
         let mut sha = sha2::Sha256::new();
+        let limit = app.config.max_attachment_bytes;
+        let mut size = 0u64;
+        let too_large = std::sync::atomic::AtomicBool::new(false);
         let hashing = body.map(|c: Result<Bytes, E>| {
             let b = c.map_err(|e| e.to_string())?;
+            size += b.len() as u64;
+            if size > limit {
+                too_large.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(format!("{name} is larger than {limit} bytes"));
+            }
             sha.update(&b);
             Ok::<_, String>(b)
         });
-        let info = match app
+        let stored = app
             .blobs
             .put_stream(&self.key, &blob, &aad, Box::pin(hashing))
-            .await
-        {
+            .await;
+        let info = match stored {
             Ok(i) => i,
             Err(e) => {
                 let _ = app.blobs.delete(&blob).await;
+                if too_large.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(ServiceError::TooLarge(format!(
+                        "The file {name} is larger than this server accepts ({limit} bytes)."
+                    )));
+                }
                 return Err(e.into());
             }
         };

@@ -47,6 +47,9 @@ pub enum ServiceError {
         /// Explanation for a human.
         message: String,
     },
+    /// An upload exceeds a size limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// The upload is of a kind not accepted here.
     #[error("{0}")]
     Unsupported(String),
@@ -85,6 +88,7 @@ impl From<ServiceError> for ApiError {
                 message: format!("That {what} is already taken."),
             },
             ServiceError::Conflict { code, message } => ApiError::Conflict { code, message },
+            ServiceError::TooLarge(message) => ApiError::TooLarge { message },
             ServiceError::Unsupported(message) => ApiError::Unsupported { message },
             ServiceError::Invalid { code, message } => ApiError::BadRequest { code, message },
             ServiceError::Internal(m) => ApiError::Internal(m),

@@ -75,7 +75,7 @@ impl Env {
     }
 }
 
-async fn start(db: Option<&TestDb>) -> Option<Env> {
+async fn start(db: Option<&TestDb>, extra: &[(&str, &str)]) -> Option<Env> {
     let dir = tempfile::tempdir().unwrap();
     let forms = pyxform_forms(&dir.path().join("forms"))?;
     let mut env = vec![(
@@ -85,6 +85,11 @@ async fn start(db: Option<&TestDb>) -> Option<Env> {
     if let Some(db) = db {
         env.push(("FIELDVAULT_DATABASE_URL".into(), db.url.clone()));
     }
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let srv = Server::start(dir.path(), &pairs);
     create_user(dir.path(), &pairs, "alice", false);
@@ -694,7 +699,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// them changing anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn form_upload_refusals_change_nothing() {
-    let Some(e) = start(None).await else { return };
+    let Some(e) = start(None, &[]).await else {
+        return;
+    };
     let c = client();
     let p = json_req(
         c.post(e.url("/v1/projects"))
@@ -832,9 +839,70 @@ async fn form_upload_refusals_change_nothing() {
     let _ = e.srv.stop();
 }
 
+/// The intake settings: a per-file size limit, and (off by default) plaintext to encrypted forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_settings() {
+    let settings = [
+        ("FIELDVAULT_INTAKE_MAX_ATTACHMENT_BYTES", "20000"),
+        (
+            "FIELDVAULT_INTAKE_ALLOW_PLAINTEXT_TO_ENCRYPTED_FORMS",
+            "true",
+        ),
+    ];
+    let Some(e) = start(None, &settings).await else {
+        return;
+    };
+    let c = client();
+    let p = json_req(
+        c.post(e.url("/v1/projects"))
+            .json(&json!({"name": "Settings"})),
+    )
+    .await;
+    let base = e.url(&format!("/v1/projects/{}", p["id"]));
+    for f in ["household.xml", "encrypted.xml"] {
+        let body = std::fs::read(e.forms.join(f)).unwrap();
+        json_req(c.post(format!("{base}/forms?publish=true")).body(body)).await;
+    }
+    let alice = Some(("alice", PASSWORD));
+    let plain = "<data id=\"encrypted\" version=\"1\"><secret>x</secret><meta><instanceID>uuid:p1</instanceID></meta></data>";
+    let (s, _) = collect_post(
+        &base,
+        alice,
+        Form::new().part("xml_submission_file", xml_part(plain)),
+        false,
+    )
+    .await;
+    assert_eq!(s, 201, "allowed by the setting");
+    let before = e.counts().await;
+    let big = Form::new()
+        .part(
+            "xml_submission_file",
+            xml_part(&household("uuid:big", "B", "")),
+        )
+        .part("photo.jpg", file_part("photo.jpg", &vec![1u8; 50_000]));
+    let (s, body) = collect_post(&base, alice, big, false).await;
+    assert_eq!(s, 413, "{body}");
+    assert!(body.contains("photo.jpg"), "{body}");
+    assert_eq!(
+        e.counts().await,
+        before,
+        "nothing kept of a refused submission"
+    );
+    let small = Form::new()
+        .part(
+            "xml_submission_file",
+            xml_part(&household("uuid:big", "B", "")),
+        )
+        .part("photo.jpg", file_part("photo.jpg", &[1u8; 1000]));
+    assert_eq!(collect_post(&base, alice, small, false).await.0, 201);
+    let _ = e.srv.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collect_enketo_and_kobocollect_on_sqlite() {
-    let Some(e) = start(None).await else { return };
+    let Some(e) = start(None, &[]).await else {
+        return;
+    };
     scenario(e).await;
 }
 
@@ -843,7 +911,7 @@ async fn collect_enketo_and_kobocollect_on_postgres() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let Some(e) = start(Some(&db)).await else {
+    let Some(e) = start(Some(&db), &[]).await else {
         return;
     };
     scenario(e).await;
