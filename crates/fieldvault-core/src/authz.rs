@@ -41,6 +41,83 @@ impl Role {
     }
 }
 
+/// What an API token may be used for. A password or session login carries [`Scopes::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    /// Read projects, forms, submissions and exports.
+    pub const READ_DATA: Scopes = Scopes(1);
+    /// Submit and change data.
+    pub const WRITE_DATA: Scopes = Scopes(2);
+    /// Create and configure projects, forms and collectors.
+    pub const MANAGE_PROJECTS: Scopes = Scopes(4);
+    /// Site administration.
+    pub const ADMIN: Scopes = Scopes(8);
+    /// Everything the account itself may do.
+    pub const ALL: Scopes = Scopes(15);
+    /// Stable names, as API clients send them.
+    pub const NAMES: &'static [(&'static str, Scopes)] = &[
+        ("data:read", Scopes::READ_DATA),
+        ("data:write", Scopes::WRITE_DATA),
+        ("projects:manage", Scopes::MANAGE_PROJECTS),
+        ("admin", Scopes::ADMIN),
+    ];
+
+    /// Parses a list of scope names; unknown names are an error naming them.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Scopes, CoreError> {
+        let mut bits = 0u8;
+        for n in names {
+            let (_, s) = Scopes::NAMES
+                .iter()
+                .find(|(name, _)| *name == n)
+                .ok_or_else(|| {
+                    CoreError::invalid(
+                        "scopes",
+                        format!(
+                            "unknown scope {n:?}; use data:read, data:write, projects:manage, admin"
+                        ),
+                    )
+                })?;
+            bits |= s.0;
+        }
+        if bits == 0 {
+            return Err(CoreError::invalid("scopes", "choose at least one scope"));
+        }
+        Ok(Scopes(bits))
+    }
+
+    /// The names of the scopes held.
+    pub fn names(self) -> Vec<&'static str> {
+        Scopes::NAMES
+            .iter()
+            .filter(|(_, s)| self.0 & s.0 != 0)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// True when every scope of `other` is held.
+    pub fn contains(self, other: Scopes) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The scope a verb needs.
+    pub fn required_for(verb: Verb) -> Scopes {
+        match verb {
+            Verb::ProjectRead | Verb::FormRead | Verb::SubmissionRead => Scopes::READ_DATA,
+            Verb::SubmissionCreate => Scopes::WRITE_DATA,
+            Verb::ProjectCreate
+            | Verb::ProjectUpdate
+            | Verb::ProjectDelete
+            | Verb::FormUpdate
+            | Verb::AppUserManage => Scopes::MANAGE_PROJECTS,
+            Verb::UserCreate | Verb::UserList | Verb::KeysRotate | Verb::ConfigRead => {
+                Scopes::ADMIN
+            }
+        }
+    }
+}
+
 /// Who is acting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
@@ -58,6 +135,8 @@ pub enum Actor {
         superuser: bool,
         /// The account's role in the project named by the resource, if any.
         project_role: Option<(ProjectId, Role)>,
+        /// What the credential may be used for ([`Scopes::ALL`] for a password or session).
+        scopes: Scopes,
     },
     /// A collector token of one project, with the forms assigned to it.
     AppUser {
@@ -210,6 +289,7 @@ fn public_form(verb: Verb, resource: Resource) -> bool {
 pub fn authorize(actor: &Actor, verb: Verb, resource: Resource) -> Result<(), CoreError> {
     let allowed = match actor {
         Actor::Operator { .. } => true,
+        Actor::User { scopes, .. } if !scopes.contains(Scopes::required_for(verb)) => false,
         Actor::User {
             superuser,
             project_role,
@@ -268,6 +348,39 @@ mod tests {
             id: UserId(2),
             superuser,
             project_role: role.map(|r| (ProjectId(1), r)),
+            scopes: Scopes::ALL,
+        }
+    }
+
+    #[test]
+    fn token_scopes_narrow_what_a_role_allows() {
+        let f = Resource::Form {
+            project: ProjectId(1),
+            form: 10,
+            anonymous: false,
+        };
+        let read_only = Actor::User {
+            id: UserId(2),
+            superuser: true,
+            project_role: Some((ProjectId(1), Role::Manager)),
+            scopes: Scopes::parse(["data:read"]).unwrap(),
+        };
+        assert!(authorize(&read_only, Verb::SubmissionRead, f).is_ok());
+        for v in [
+            Verb::SubmissionCreate,
+            Verb::FormUpdate,
+            Verb::AppUserManage,
+            Verb::ProjectCreate,
+        ] {
+            assert!(authorize(&read_only, v, f).is_err(), "{v:?}");
+        }
+        assert!(authorize(&read_only, Verb::UserCreate, Resource::Site).is_err());
+        assert!(Scopes::parse(["data:read", "nope"]).is_err());
+        assert!(Scopes::parse([]).is_err());
+        let s = Scopes::parse(["admin", "data:write"]).unwrap();
+        assert_eq!(s.names(), vec!["data:write", "admin"]);
+        for v in Verb::ALL {
+            assert!(Scopes::ALL.contains(Scopes::required_for(*v)));
         }
     }
 

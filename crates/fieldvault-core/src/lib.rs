@@ -10,7 +10,7 @@ pub mod submission;
 pub mod xform;
 mod xml;
 
-pub use authz::{Actor, Resource, Verb, authorize};
+pub use authz::{Actor, Resource, Scopes, Verb, authorize};
 pub use error::CoreError;
 pub use ids::{ProjectId, UserId};
 pub use submission::{

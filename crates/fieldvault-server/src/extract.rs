@@ -1,12 +1,19 @@
 //! Extractors: who is calling. They authenticate and never authorize (that is `authorize`'s job
 //! in the service layer). Spans skip all fields so credentials cannot reach the logs.
+//!
+//! Accepted credentials, in order: `Authorization: Bearer <token>` (a session from
+//! `POST /v1/sessions`, prefix `fvs_`, or an API token, prefix `fvt_`), `Authorization: Token
+//! <token>` (KoboToolbox clients; API tokens), and HTTP Basic. Passwords (Basic) are accepted only
+//! over HTTPS, from loopback, or through a trusted proxy that terminated HTTPS. Any other scheme,
+//! and any token that does not resolve, is a 401 — never silently "anonymous".
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine as _;
-use fieldvault_core::Actor;
+use fieldvault_core::{Actor, Scopes};
 use fieldvault_crypto::SecretString;
+use fieldvault_store::UserRow;
 
 use crate::App;
 use crate::middleware::access_log::AuthSlot;
@@ -14,15 +21,21 @@ use crate::middleware::client_ip::ClientInfo;
 use crate::problem::ApiError;
 use crate::service;
 
+/// Prefix of session tokens.
+pub const SESSION_PREFIX: &str = "fvs_";
+/// Prefix of API tokens (recognisable if leaked into a log or a paste).
+pub const API_TOKEN_PREFIX: &str = "fvt_";
+/// Longest token accepted in a header.
+const MAX_TOKEN_LEN: usize = 256;
+
 /// A signed-in account. Rejects the request with 401 when credentials are missing or wrong.
-///
-/// Today: HTTP Basic (`username:password`), accepted over HTTPS, from loopback, or via a trusted
-/// proxy that terminated HTTPS. Sessions, bearer tokens and API tokens join in the accounts work.
 pub struct AuthUser {
     /// The actor for `authorize`.
     pub actor: Actor,
     /// The account.
-    pub user: fieldvault_store::UserRow,
+    pub user: UserRow,
+    /// SHA-256 of the session token, when the caller used a session.
+    pub session: Option<[u8; 32]>,
 }
 
 impl FromRequestParts<App> for AuthUser {
@@ -30,56 +43,129 @@ impl FromRequestParts<App> for AuthUser {
 
     #[tracing::instrument(skip_all)]
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(ApiError::Unauthenticated {
+        authenticate(parts, app)
+            .await?
+            .ok_or_else(|| ApiError::Unauthenticated {
                 code: "auth.required",
                 message: "This resource needs authentication.".into(),
-            });
-        };
-        let text = value.to_str().map_err(|_| failed())?;
-        let Some(encoded) = text
-            .strip_prefix("Basic ")
-            .or_else(|| text.strip_prefix("basic "))
-        else {
-            return Err(failed());
-        };
-        let client = parts.extensions.get::<ClientInfo>().copied();
-        if !client.is_some_and(|c| c.secure || c.loopback) {
-            return Err(ApiError::Unauthenticated {
-                code: "auth.insecure_transport",
-                message: "Passwords are only accepted over HTTPS.".into(),
-            });
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| failed())?;
-        let decoded = zeroize::Zeroizing::new(decoded);
-        let text = std::str::from_utf8(&decoded).map_err(|_| failed())?;
-        let (username, password) = text.split_once(':').ok_or_else(failed)?;
-        let password = SecretString::from(password);
-        let user = service::users::verify_password_cached(
-            app.store.as_ref(),
-            &app.auth_cache,
-            username,
-            password,
-        )
-        .await?
-        .ok_or_else(failed)?;
-        if let Some(slot) = parts.extensions.get::<AuthSlot>() {
-            slot.record(&user.username, "basic");
-        }
-        Ok(AuthUser {
-            actor: Actor::User {
-                id: user.user_id(),
-                superuser: user.superuser,
-                project_role: None,
-            },
-            user,
-        })
+            })
     }
 }
 
-fn failed() -> ApiError {
+/// Authenticates the `Authorization` header; `None` when there is none.
+pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| failed())?;
+    let (scheme, rest) = text.split_once(' ').ok_or_else(failed)?;
+    let rest = rest.trim();
+    let slot = parts.extensions.get::<AuthSlot>();
+    let client = parts.extensions.get::<ClientInfo>().copied();
+    let authenticated = match scheme.to_ascii_lowercase().as_str() {
+        "bearer" | "token" => {
+            if rest.is_empty() || rest.len() > MAX_TOKEN_LEN {
+                return Err(failed());
+            }
+            let hash = fieldvault_crypto::mac::sha256(rest.as_bytes());
+            let now = fieldvault_store::now_ms();
+            if rest.starts_with(SESSION_PREFIX) && scheme.eq_ignore_ascii_case("bearer") {
+                let session = app
+                    .store
+                    .session_by_hash(&hash, now)
+                    .await?
+                    .ok_or_else(failed)?;
+                let user = active_user(app, session.user_id).await?;
+                record(slot, &user.username, "session");
+                AuthUser {
+                    actor: actor(&user, Scopes::ALL),
+                    user,
+                    session: Some(hash),
+                }
+            } else if rest.starts_with(API_TOKEN_PREFIX) {
+                let token = app
+                    .store
+                    .api_token_by_hash(&hash, now)
+                    .await?
+                    .ok_or_else(failed)?;
+                let user = active_user(app, token.user_id).await?;
+                let scopes =
+                    Scopes::parse(token.scopes.split_whitespace()).map_err(|_| failed())?;
+                // Last use is recorded at most once a minute: enough for "last used", and no write
+                // on every request of a busy script.
+                if token.last_used_at.is_none_or(|t| now - t > 60_000) {
+                    let ip = client.map(|c| c.ip.to_string()).unwrap_or_default();
+                    let _ = app.store.touch_api_token(token.id, now, &ip).await;
+                }
+                record(slot, &user.username, "api-token");
+                AuthUser {
+                    actor: actor(&user, scopes),
+                    user,
+                    session: None,
+                }
+            } else {
+                return Err(failed());
+            }
+        }
+        "basic" => {
+            if !client.is_some_and(|c| c.secure || c.loopback) {
+                return Err(ApiError::Unauthenticated {
+                    code: "auth.insecure_transport",
+                    message: "Passwords are only accepted over HTTPS.".into(),
+                });
+            }
+            let decoded = zeroize::Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(rest)
+                    .map_err(|_| failed())?,
+            );
+            let pair = std::str::from_utf8(&decoded).map_err(|_| failed())?;
+            let (username, password) = pair.split_once(':').ok_or_else(failed)?;
+            let user = service::users::verify_password_cached(
+                app.store.as_ref(),
+                &app.auth_cache,
+                username,
+                SecretString::from(password),
+            )
+            .await?
+            .ok_or_else(failed)?;
+            record(slot, &user.username, "basic");
+            AuthUser {
+                actor: actor(&user, Scopes::ALL),
+                user,
+                session: None,
+            }
+        }
+        _ => return Err(failed()),
+    };
+    Ok(Some(authenticated))
+}
+
+async fn active_user(app: &App, id: i64) -> Result<UserRow, ApiError> {
+    app.store
+        .user_by_id(fieldvault_core::UserId(id))
+        .await?
+        .filter(|u| u.active)
+        .ok_or_else(failed)
+}
+
+fn actor(user: &UserRow, scopes: Scopes) -> Actor {
+    Actor::User {
+        id: user.user_id(),
+        superuser: user.superuser,
+        project_role: None,
+        scopes,
+    }
+}
+
+fn record(slot: Option<&AuthSlot>, user: &str, method: &'static str) {
+    if let Some(s) = slot {
+        s.record(user, method);
+    }
+}
+
+/// The 401 for credentials that do not check out.
+pub fn failed() -> ApiError {
     ApiError::Unauthenticated {
         code: "auth.failed",
         message: "Could not authenticate with the provided credentials.".into(),

@@ -103,6 +103,8 @@ const SQLITE_UNIQUE_INDEXES: &[(&str, &str)] = &[
         "form_attachments_def_name_key",
     ),
     ("app_users.token_hash", "app_users_token_hash_key"),
+    ("sessions.token_hash", "sessions_token_hash_key"),
+    ("api_tokens.token_hash", "api_tokens_token_hash_key"),
     (
         "submissions.form_id, submissions.instance_id",
         "submissions_form_instance_key",

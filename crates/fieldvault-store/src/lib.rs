@@ -18,6 +18,7 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 pub mod submissions;
+pub mod tokens;
 
 use async_trait::async_trait;
 use fieldvault_core::{ProjectId, UserId};
@@ -34,6 +35,7 @@ pub use submissions::{
     IngestOutcome, IngestResult, NewSubmission, ReceivedAttachment, SubmissionAttachmentRow,
     SubmissionRow, SubmissionStore, SubmissionVersionRow,
 };
+pub use tokens::{ApiTokenRow, SessionRow, TokenStore};
 
 /// Which backend a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +61,7 @@ pub type Rewrap<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + Send 
 
 /// Everything Fieldvault keeps in its database.
 #[async_trait]
-pub trait Store: FormStore + SubmissionStore + Send + Sync + 'static {
+pub trait Store: FormStore + SubmissionStore + TokenStore + Send + Sync + 'static {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 

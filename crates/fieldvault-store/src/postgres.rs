@@ -45,3 +45,4 @@ fn redact_url_error(e: &sqlx::Error) -> String {
 crate::sql::shared_store_impl!(PgStore, crate::Backend::Postgres);
 crate::sql::form_store_impl!(PgStore, sqlx::Postgres, "BEGIN");
 crate::sql::submission_store_impl!(PgStore, sqlx::Postgres, "BEGIN");
+crate::sql::token_store_impl!(PgStore);

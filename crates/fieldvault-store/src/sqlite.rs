@@ -84,3 +84,4 @@ fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
 crate::sql::shared_store_impl!(SqliteStore, crate::Backend::Sqlite);
 crate::sql::form_store_impl!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
 crate::sql::submission_store_impl!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
+crate::sql::token_store_impl!(SqliteStore);

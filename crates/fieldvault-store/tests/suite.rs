@@ -187,6 +187,100 @@ async fn suite(settings: StorageSettings) {
         key
     );
 
+    // Sessions and API tokens: found by hash while valid, never after expiry or revocation.
+    let now = fieldvault_store::now_ms();
+    store
+        .create_session(alice.id, b"sess-1", now + 60_000)
+        .await
+        .unwrap();
+    store
+        .create_session(alice.id, b"sess-old", now - 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .session_by_hash(b"sess-1", now)
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
+        alice.id
+    );
+    assert!(
+        store
+            .session_by_hash(b"sess-old", now)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert!(store.delete_session(b"sess-1").await.unwrap());
+    assert!(!store.delete_session(b"sess-1").await.unwrap());
+    store
+        .create_session(alice.id, b"sess-2", now + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(store.delete_user_sessions(alice.id).await.unwrap(), 2);
+    let t = store
+        .create_api_token(alice.id, "script", b"tok-1", "data:read", None)
+        .await
+        .unwrap();
+    store
+        .create_api_token(alice.id, "old", b"tok-2", "data:read", Some(now - 1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_api_token(alice.id, "dup", b"tok-1", "admin", None)
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store
+            .api_token_by_hash(b"tok-1", now)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        t.id
+    );
+    assert!(
+        store
+            .api_token_by_hash(b"tok-2", now)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    store.touch_api_token(t.id, now, "192.0.2.7").await.unwrap();
+    let listed = store.api_tokens(alice.id).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    let used = listed.iter().find(|x| x.id == t.id).unwrap();
+    assert_eq!(
+        (used.last_used_at, used.last_used_ip.as_deref()),
+        (Some(now), Some("192.0.2.7"))
+    );
+    assert!(
+        matches!(
+            store.revoke_api_token(9_999, t.id).await,
+            Err(StoreError::NotFound)
+        ),
+        "only the owner"
+    );
+    store.revoke_api_token(alice.id, t.id).await.unwrap();
+    assert!(
+        store
+            .api_token_by_hash(b"tok-1", now)
+            .await
+            .unwrap()
+            .is_none(),
+        "revoked"
+    );
+    assert!(matches!(
+        store.revoke_api_token(alice.id, t.id).await,
+        Err(StoreError::NotFound)
+    ));
+
     // Crypto-shredding: the key is gone, the project no longer points at it.
     store.destroy_data_key(&dk.id).await.unwrap();
     rotated.forget(&dk.id);

@@ -5,6 +5,7 @@ pub mod app_users;
 pub mod forms;
 pub mod json;
 pub mod projects;
+pub mod sessions;
 
 use axum::Router;
 
@@ -16,4 +17,5 @@ pub fn routes() -> Router<App> {
         .merge(forms::routes())
         .merge(projects::routes())
         .merge(app_users::routes())
+        .merge(sessions::routes())
 }

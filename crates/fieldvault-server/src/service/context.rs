@@ -19,7 +19,12 @@ pub async fn project_actor(
         .filter(|p| p.deleted_at.is_none())
         .ok_or(ServiceError::NotFound)?;
     let actor = match actor {
-        Actor::User { id, superuser, .. } => {
+        Actor::User {
+            id,
+            superuser,
+            scopes,
+            ..
+        } => {
             let role = store
                 .project_role(project, *id)
                 .await?
@@ -28,6 +33,7 @@ pub async fn project_actor(
                 id: *id,
                 superuser: *superuser,
                 project_role: role.map(|r| (project, r)),
+                scopes: *scopes,
             }
         }
         other => other.clone(),

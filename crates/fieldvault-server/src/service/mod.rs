@@ -7,6 +7,7 @@ pub mod forms;
 pub mod ingest_queue;
 pub mod intake;
 pub mod projects;
+pub mod sessions;
 pub mod submissions;
 pub mod users;
 
@@ -24,6 +25,9 @@ pub enum ServiceError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The credentials presented are wrong.
+    #[error("authentication failed")]
+    BadCredentials,
     /// Credentials are needed (a 401 with a challenge).
     #[error("authentication required")]
     Unauthenticated,
@@ -79,6 +83,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(s) => s.into(),
             ServiceError::NotFound => ApiError::NotFound,
             ServiceError::NotFoundWith(message) => ApiError::NotFoundWith { message },
+            ServiceError::BadCredentials => crate::extract::failed(),
             ServiceError::Unauthenticated => ApiError::Unauthenticated {
                 code: "auth.required",
                 message: "This resource needs authentication.".into(),

@@ -10,3 +10,4 @@ mod openrosa;
 mod serve;
 mod startup_errors;
 mod tls;
+mod tokens;

@@ -1,0 +1,164 @@
+//! Login sessions (`POST /v1/sessions`, as ODK Central and pyodk use them) and API tokens.
+//!
+//! Both kinds of token are random, prefixed (`fvs_`, `fvt_`) so a leaked one is recognisable,
+//! shown once, and stored only as a SHA-256. An API token carries scopes that narrow what the
+//! account's roles allow (`core::authz::Scopes`).
+
+use fieldvault_core::{Actor, CoreError, Scopes};
+use fieldvault_crypto::{SecretString, mac, random};
+use fieldvault_store::{ApiTokenRow, SessionRow, StoreError, UserRow, now_ms};
+
+use super::ServiceError;
+use crate::App;
+use crate::extract::{API_TOKEN_PREFIX, SESSION_PREFIX};
+
+/// How long a session lasts (Central's default).
+pub const SESSION_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+/// Random bytes in a token (384 bits).
+const TOKEN_BYTES: usize = 48;
+/// Longest API token name.
+const MAX_NAME_CHARS: usize = 200;
+/// Most API tokens one account may hold (active or not), a bound on rows per account.
+const MAX_TOKENS_PER_USER: usize = 100;
+
+/// A new session and its token (shown once).
+pub struct NewSession {
+    /// The stored row.
+    pub row: SessionRow,
+    /// The bearer token.
+    pub token: SecretString,
+}
+
+/// Signs in with a username (or e-mail) and password.
+pub async fn create(
+    app: &App,
+    login: &str,
+    password: SecretString,
+) -> Result<NewSession, ServiceError> {
+    if login.trim().is_empty() || password.expose().is_empty() {
+        return Err(ServiceError::Invalid {
+            code: "auth.missing_fields",
+            message: "Both email (or username) and password are required.".into(),
+        });
+    }
+    let user = super::users::verify_password(app.store.as_ref(), login.trim(), password)
+        .await?
+        .ok_or(ServiceError::BadCredentials)?;
+    let token = format!("{SESSION_PREFIX}{}", random::token(TOKEN_BYTES)?);
+    let row = app
+        .store
+        .create_session(
+            user.id,
+            &mac::sha256(token.as_bytes()),
+            now_ms() + SESSION_LIFETIME_MS,
+        )
+        .await?;
+    Ok(NewSession {
+        row,
+        token: SecretString::new(token),
+    })
+}
+
+/// Ends the session with this token. Only its owner may end it (anyone else learns nothing).
+pub async fn end(app: &App, caller: &UserRow, token: &str) -> Result<(), ServiceError> {
+    let hash = mac::sha256(token.as_bytes());
+    match app.store.session_by_hash(&hash, now_ms()).await? {
+        Some(s) if s.user_id == caller.id => {
+            app.store.delete_session(&hash).await?;
+            Ok(())
+        }
+        _ => Err(ServiceError::Core(CoreError::Denied {
+            verb: "session.end",
+        })),
+    }
+}
+
+/// Ends every session of the caller ("log out everywhere").
+pub async fn end_all(app: &App, caller: &UserRow) -> Result<u64, ServiceError> {
+    Ok(app.store.delete_user_sessions(caller.id).await?)
+}
+
+/// A new API token (shown once).
+pub struct NewToken {
+    /// The stored row.
+    pub row: ApiTokenRow,
+    /// The token.
+    pub token: SecretString,
+}
+
+/// Creates an API token for the caller. A token can hold no scope the caller's credential lacks
+/// (a read-only token cannot mint a write token).
+pub async fn create_token(
+    app: &App,
+    actor: &Actor,
+    caller: &UserRow,
+    name: &str,
+    scopes: &[String],
+    expires_at: Option<i64>,
+) -> Result<NewToken, ServiceError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ServiceError::Core(CoreError::invalid(
+            "name",
+            format!("a token needs a name of 1 to {MAX_NAME_CHARS} characters"),
+        )));
+    }
+    let wanted = Scopes::parse(scopes.iter().map(String::as_str))?;
+    let held = match actor {
+        Actor::User { scopes, .. } => *scopes,
+        _ => return Err(ServiceError::Unauthenticated),
+    };
+    if !held.contains(wanted) {
+        return Err(ServiceError::Core(CoreError::Denied {
+            verb: "token.create",
+        }));
+    }
+    if wanted.contains(Scopes::ADMIN) && !caller.superuser {
+        return Err(ServiceError::Core(CoreError::invalid(
+            "scopes",
+            "only administrators can hold the admin scope",
+        )));
+    }
+    if expires_at.is_some_and(|t| t <= now_ms()) {
+        return Err(ServiceError::Core(CoreError::invalid(
+            "expiresAt",
+            "must be in the future",
+        )));
+    }
+    if app.store.api_tokens(caller.id).await?.len() >= MAX_TOKENS_PER_USER {
+        return Err(ServiceError::Conflict {
+            code: "token.limit",
+            message: format!(
+                "An account can hold at most {MAX_TOKENS_PER_USER} tokens; revoke some first."
+            ),
+        });
+    }
+    let token = format!("{API_TOKEN_PREFIX}{}", random::token(TOKEN_BYTES)?);
+    let row = app
+        .store
+        .create_api_token(
+            caller.id,
+            name,
+            &mac::sha256(token.as_bytes()),
+            &wanted.names().join(" "),
+            expires_at,
+        )
+        .await?;
+    Ok(NewToken {
+        row,
+        token: SecretString::new(token),
+    })
+}
+
+/// The caller's API tokens.
+pub async fn tokens(app: &App, caller: &UserRow) -> Result<Vec<ApiTokenRow>, ServiceError> {
+    Ok(app.store.api_tokens(caller.id).await?)
+}
+
+/// Revokes one of the caller's tokens.
+pub async fn revoke_token(app: &App, caller: &UserRow, id: i64) -> Result<(), ServiceError> {
+    match app.store.revoke_api_token(caller.id, id).await {
+        Err(StoreError::NotFound) => Err(ServiceError::NotFound),
+        other => Ok(other?),
+    }
+}
