@@ -6,6 +6,7 @@ pub mod account;
 pub mod authz;
 pub mod error;
 pub mod ids;
+pub mod password_policy;
 pub mod submission;
 pub mod xform;
 mod xml;

@@ -20,6 +20,10 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/users/current", get(users::current))
+        .route(
+            "/v1/password-strength",
+            axum::routing::post(users::password_strength),
+        )
         .merge(api::routes())
         .merge(openrosa::routes::routes())
         .fallback(not_found)

@@ -23,3 +23,37 @@ pub async fn current(State(_app): State<App>, who: AuthUser) -> Result<Json<Valu
         "lastLoginAt": null,
     })))
 }
+
+/// Body of `POST /v1/password-strength`.
+#[derive(serde::Deserialize)]
+pub struct StrengthQuery {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    username: String,
+    email: Option<String>,
+}
+
+impl Drop for StrengthQuery {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
+    }
+}
+
+/// `POST /v1/password-strength`: the score and feedback a live meter shows, from the same
+/// evaluation the server applies when the password is set. The candidate is never logged or
+/// stored.
+pub async fn password_strength(
+    crate::api::json::AppJson(q): crate::api::json::AppJson<StrengthQuery>,
+) -> Json<Value> {
+    let s =
+        fieldvault_core::password_policy::evaluate(&q.password, &q.username, q.email.as_deref());
+    Json(json!({
+        "score": s.score,
+        "acceptable": s.acceptable,
+        "warning": s.warning,
+        "suggestions": s.suggestions,
+        "unmet": s.unmet,
+        "minScore": fieldvault_core::password_policy::MIN_SCORE,
+    }))
+}

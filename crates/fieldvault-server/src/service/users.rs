@@ -7,10 +7,6 @@ use fieldvault_store::{NewUser, Store, StoreError, UserRow};
 
 use super::ServiceError;
 
-/// Shortest password accepted (NIST SP 800-63B allows 8; we follow Central and KoboToolbox's
-/// recommended policy). The full strength policy (zxcvbn) arrives with the accounts work.
-pub const MIN_PASSWORD_CHARS: usize = 10;
-
 /// What creating an account takes.
 pub struct NewAccount {
     /// Login name.
@@ -35,7 +31,7 @@ pub async fn create(
     if let Some(e) = &new.email {
         validate_email(e)?;
     }
-    check_password_policy(&new.password, &new.username)?;
+    check_password_policy(&new.password, &new.username, new.email.as_deref())?;
     if store.user_by_username(&new.username).await?.is_some() {
         return Err(ServiceError::Taken { what: "username" });
     }
@@ -59,22 +55,13 @@ pub async fn create(
     }
 }
 
-/// The minimum policy every password meets.
-pub fn check_password_policy(password: &SecretString, username: &str) -> Result<(), CoreError> {
-    let pw = password.expose();
-    if pw.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(CoreError::invalid(
-            "password",
-            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
-        ));
-    }
-    if pw.len() > password::MAX_PASSWORD_BYTES {
-        return Err(CoreError::invalid("password", "is too long"));
-    }
-    if pw.eq_ignore_ascii_case(username) {
-        return Err(CoreError::invalid("password", "must not be the username"));
-    }
-    Ok(())
+/// The password policy (`core::password_policy`): length, not the username, zxcvbn score ≥ 3.
+pub fn check_password_policy(
+    password: &SecretString,
+    username: &str,
+    email: Option<&str>,
+) -> Result<(), CoreError> {
+    fieldvault_core::password_policy::check(password.expose(), username, email)
 }
 
 /// Like [`verify_password`], but trusts a recent successful check of the same credentials when

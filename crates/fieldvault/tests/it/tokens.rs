@@ -265,3 +265,53 @@ async fn sessions_and_scoped_api_tokens() {
     assert!(!all.contains(&token[4..]) && !all.contains(&session[4..]));
     assert!(srv.stop());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_policy_and_strength_meter() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let c = client();
+    let weak: Value = c
+        .post(srv.url("/v1/password-strength"))
+        .json(&json!({"password": "password123", "username": "alice"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(weak["acceptable"], false);
+    assert!(weak["score"].as_u64().unwrap() < 3);
+    assert!(weak["warning"].is_string() || !weak["suggestions"].as_array().unwrap().is_empty());
+    let strong: Value = c
+        .post(srv.url("/v1/password-strength"))
+        .json(&json!({"password": "Tamarind-Okapi-Glacier-41", "username": "alice"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(strong["acceptable"], true);
+    let same: Value = c
+        .post(srv.url("/v1/password-strength"))
+        .json(&json!({"password": "alice.smith@example.org", "username": "alice", "email": "alice.smith@example.org"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(same["acceptable"], false);
+    // The server is the judge: the CLI refuses the weak password with zxcvbn's feedback.
+    let mut cmd = crate::harness::cmd(dir.path());
+    cmd.args(["user", "create", "carol", "--password-stdin"]);
+    let (ok, _, err) = crate::harness::run(cmd, "password123\n");
+    assert!(!ok, "weak password accepted");
+    assert!(err.contains("password"), "{err}");
+    // The candidate never reaches the logs.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let all = srv.stdout.lock().unwrap().join("\n") + &srv.stderr_text();
+    assert!(!all.contains("Tamarind-Okapi"));
+    assert!(srv.stop());
+}
