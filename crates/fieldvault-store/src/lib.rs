@@ -7,6 +7,7 @@
 //! so transactions never leak upward. Both backends pass the same suite (`tests/suite.rs`).
 #![warn(missing_docs)]
 
+pub mod audit_chain;
 pub mod blob;
 pub mod error;
 pub mod forms;
@@ -23,6 +24,7 @@ pub mod tokens;
 use async_trait::async_trait;
 use fieldvault_core::{ProjectId, UserId};
 
+pub use audit_chain::{AuditRow, AuditStore, NewAudit};
 pub use blob::{BlobSettings, BlobStore};
 pub use error::StoreError;
 pub use forms::{
@@ -61,7 +63,9 @@ pub type Rewrap<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + Send 
 
 /// Everything Fieldvault keeps in its database.
 #[async_trait]
-pub trait Store: FormStore + SubmissionStore + TokenStore + Send + Sync + 'static {
+pub trait Store:
+    FormStore + SubmissionStore + TokenStore + AuditStore + Send + Sync + 'static
+{
     /// Which backend this is.
     fn backend(&self) -> Backend;
 

@@ -46,3 +46,4 @@ crate::sql::shared_store_impl!(PgStore, crate::Backend::Postgres);
 crate::sql::form_store_impl!(PgStore, sqlx::Postgres, "BEGIN");
 crate::sql::submission_store_impl!(PgStore, sqlx::Postgres, "BEGIN");
 crate::sql::token_store_impl!(PgStore);
+crate::sql::audit_store_impl!(PgStore, "BEGIN", " FOR UPDATE");

@@ -85,3 +85,4 @@ crate::sql::shared_store_impl!(SqliteStore, crate::Backend::Sqlite);
 crate::sql::form_store_impl!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
 crate::sql::submission_store_impl!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
 crate::sql::token_store_impl!(SqliteStore);
+crate::sql::audit_store_impl!(SqliteStore, "BEGIN IMMEDIATE", "");

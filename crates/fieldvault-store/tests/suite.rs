@@ -281,6 +281,59 @@ async fn suite(settings: StorageSettings) {
         Err(StoreError::NotFound)
     ));
 
+    // The audit chain: concurrent appends extend one chain; any tampering is named.
+    use fieldvault_store::audit_chain::{Verified, verify};
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5 {
+                store
+                    .append_audit(&fieldvault_store::NewAudit {
+                        actor: format!("user:t{t}"),
+                        action: "test.append".into(),
+                        target: Some(format!("item:{i}")),
+                        details: format!("{{\"i\":{i}}}"),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rows = store.audit_entries(0, 1000).await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(
+        verify(&rows, head.clone()),
+        Verified::Intact { entries: 20 }
+    );
+    let mut edited = rows.clone();
+    edited[3].details = "{}".into();
+    assert!(matches!(
+        verify(&edited, head.clone()),
+        Verified::Broken { seq: 4, .. }
+    ));
+    let mut deleted = rows.clone();
+    deleted.remove(7);
+    assert!(matches!(
+        verify(&deleted, head.clone()),
+        Verified::Broken { seq: 8, .. }
+    ));
+    let mut swapped = rows.clone();
+    swapped.swap(10, 11);
+    assert!(matches!(
+        verify(&swapped, head.clone()),
+        Verified::Broken { seq: 11, .. }
+    ));
+    let truncated = rows[..19].to_vec();
+    assert!(matches!(
+        verify(&truncated, head.clone()),
+        Verified::Broken { seq: 20, .. }
+    ));
+    assert_eq!(store.audit_entries(15, 100).await.unwrap().len(), 5);
+
     // Crypto-shredding: the key is gone, the project no longer points at it.
     store.destroy_data_key(&dk.id).await.unwrap();
     rotated.forget(&dk.id);

@@ -2,6 +2,7 @@
 //! clients and habits carry over. Each module owns its routes; `routes()` merges them.
 
 pub mod app_users;
+pub mod audits;
 pub mod forms;
 pub mod json;
 pub mod projects;
@@ -18,4 +19,5 @@ pub fn routes() -> Router<App> {
         .merge(projects::routes())
         .merge(app_users::routes())
         .merge(sessions::routes())
+        .merge(audits::routes())
 }

@@ -70,6 +70,14 @@ pub async fn create(
     let row = store
         .create_app_user(project, name, &token_hash(&token), created_by)
         .await?;
+    super::audit::record(
+        store,
+        super::audit::actor_name(&actor, None),
+        "app_user.create",
+        Some(format!("project:{}/app-user:{}", project.0, row.id)),
+        serde_json::json!({ "displayName": row.display_name }),
+    )
+    .await?;
     Ok(CreatedAppUser { row, token })
 }
 
@@ -101,6 +109,14 @@ pub async fn revoke(
     manager(store, actor, project).await?;
     let row = active_app_user(store, project, app_user).await?;
     store.revoke_app_user(row.id).await?;
+    super::audit::record(
+        store,
+        super::audit::actor_name(actor, None),
+        "app_user.revoke",
+        Some(format!("project:{}/app-user:{}", project.0, row.id)),
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(())
 }
 
@@ -116,6 +132,14 @@ pub async fn assign_form(
     let form = live_form(store, project, xml_form_id).await?;
     let row = active_app_user(store, project, app_user).await?;
     store.assign_form(row.id, form.id).await?;
+    super::audit::record(
+        store,
+        super::audit::actor_name(actor, None),
+        "app_user.assign",
+        Some(format!("project:{}/app-user:{}", project.0, row.id)),
+        serde_json::json!({ "form": form.xml_form_id }),
+    )
+    .await?;
     Ok(())
 }
 
@@ -131,6 +155,14 @@ pub async fn unassign_form(
     let form = live_form(store, project, xml_form_id).await?;
     let row = active_app_user(store, project, app_user).await?;
     store.unassign_form(row.id, form.id).await?;
+    super::audit::record(
+        store,
+        super::audit::actor_name(actor, None),
+        "app_user.unassign",
+        Some(format!("project:{}/app-user:{}", project.0, row.id)),
+        serde_json::json!({ "form": form.xml_form_id }),
+    )
+    .await?;
     Ok(())
 }
 

@@ -118,6 +118,14 @@ pub async fn create(
         }
         other => other?,
     };
+    super::audit::record(
+        app.store.as_ref(),
+        super::audit::actor_name(&actor, None),
+        if publish { "form.create.publish" } else { "form.create" },
+        Some(format!("project:{}/form:{}", project.0, form.xml_form_id)),
+        serde_json::json!({ "version": def.version, "hash": def.md5, "encrypted": def.public_key.is_some() }),
+    )
+    .await?;
     let media = app.store.form_attachments(def.id).await?;
     Ok(FormView { form, def, media })
 }
@@ -186,6 +194,14 @@ pub async fn publish(
         }
         other => other?,
     };
+    super::audit::record(
+        app.store.as_ref(),
+        super::audit::actor_name(actor, None),
+        "form.publish",
+        Some(format!("project:{}/form:{xml_form_id}", project.0)),
+        serde_json::json!({ "version": def.version, "hash": def.md5 }),
+    )
+    .await?;
     let form = app
         .store
         .form(project, xml_form_id)
@@ -283,7 +299,15 @@ pub async fn delete(
     xml_form_id: &str,
 ) -> Result<(), ServiceError> {
     let (_, form, _) = load(app, actor, project, xml_form_id, Verb::FormUpdate).await?;
-    Ok(app.store.delete_form(form.id).await?)
+    app.store.delete_form(form.id).await?;
+    super::audit::record(
+        app.store.as_ref(),
+        super::audit::actor_name(actor, None),
+        "form.delete",
+        Some(format!("project:{}/form:{xml_form_id}", project.0)),
+        serde_json::json!({}),
+    )
+    .await
 }
 
 /// Associated data for a form media blob.

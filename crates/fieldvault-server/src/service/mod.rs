@@ -2,6 +2,7 @@
 //! `authorize` before any protected read or write. Nothing here knows about HTTP.
 
 pub mod app_users;
+pub mod audit;
 pub mod context;
 pub mod forms;
 pub mod ingest_queue;

@@ -63,6 +63,14 @@ pub async fn create(
             .set_project_role(project.project_id(), user, Role::Manager.as_str())
             .await?;
     }
+    super::audit::record(
+        app.store.as_ref(),
+        super::audit::actor_name(actor, None),
+        "project.create",
+        Some(format!("project:{}", project.id)),
+        serde_json::json!({ "name": project.name }),
+    )
+    .await?;
     Ok(project)
 }
 
@@ -113,9 +121,18 @@ pub async fn update(
         None => row.description.clone(),
     };
     let archived = patch.archived.unwrap_or(row.archived);
-    Ok(store
+    let updated = store
         .update_project(id, &name, description.as_deref(), archived)
-        .await?)
+        .await?;
+    super::audit::record(
+        store,
+        super::audit::actor_name(&actor, None),
+        "project.update",
+        Some(format!("project:{}", id.0)),
+        serde_json::json!({ "name": updated.name, "archived": updated.archived }),
+    )
+    .await?;
+    Ok(updated)
 }
 
 /// Grants `user` a role in the project (replacing any role it had). `role` is a Central system
@@ -139,6 +156,14 @@ pub async fn grant_role(
     store
         .set_project_role(id, target.user_id(), role.as_str())
         .await?;
+    super::audit::record(
+        store,
+        super::audit::actor_name(&actor, None),
+        "project.role.grant",
+        Some(format!("project:{}", id.0)),
+        serde_json::json!({ "user": target.username, "role": role.as_str() }),
+    )
+    .await?;
     Ok(())
 }
 

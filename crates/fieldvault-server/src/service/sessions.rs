@@ -41,9 +41,19 @@ pub async fn create(
             message: "Both email (or username) and password are required.".into(),
         });
     }
-    let user = super::users::verify_password(app.store.as_ref(), login.trim(), password)
-        .await?
-        .ok_or(ServiceError::BadCredentials)?;
+    let Some(user) =
+        super::users::verify_password(app.store.as_ref(), login.trim(), password).await?
+    else {
+        super::audit::record(
+            app.store.as_ref(),
+            "anonymous".into(),
+            "user.session.fail",
+            None,
+            serde_json::json!({ "login": login.trim().chars().take(150).collect::<String>() }),
+        )
+        .await?;
+        return Err(ServiceError::BadCredentials);
+    };
     let token = format!("{SESSION_PREFIX}{}", random::token(TOKEN_BYTES)?);
     let row = app
         .store
@@ -53,6 +63,14 @@ pub async fn create(
             now_ms() + SESSION_LIFETIME_MS,
         )
         .await?;
+    super::audit::record(
+        app.store.as_ref(),
+        format!("user:{}", user.username),
+        "user.session.create",
+        None,
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(NewSession {
         row,
         token: SecretString::new(token),
@@ -144,6 +162,14 @@ pub async fn create_token(
             expires_at,
         )
         .await?;
+    super::audit::record(
+        app.store.as_ref(),
+        format!("user:{}", caller.username),
+        "token.create",
+        Some(format!("token:{}", row.id)),
+        serde_json::json!({ "name": row.name, "scopes": row.scopes, "expiresAt": row.expires_at }),
+    )
+    .await?;
     Ok(NewToken {
         row,
         token: SecretString::new(token),
@@ -158,7 +184,15 @@ pub async fn tokens(app: &App, caller: &UserRow) -> Result<Vec<ApiTokenRow>, Ser
 /// Revokes one of the caller's tokens.
 pub async fn revoke_token(app: &App, caller: &UserRow, id: i64) -> Result<(), ServiceError> {
     match app.store.revoke_api_token(caller.id, id).await {
-        Err(StoreError::NotFound) => Err(ServiceError::NotFound),
-        other => Ok(other?),
+        Err(StoreError::NotFound) => return Err(ServiceError::NotFound),
+        other => other?,
     }
+    super::audit::record(
+        app.store.as_ref(),
+        format!("user:{}", caller.username),
+        "token.revoke",
+        Some(format!("token:{id}")),
+        serde_json::json!({}),
+    )
+    .await
 }

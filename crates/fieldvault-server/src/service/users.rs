@@ -41,7 +41,7 @@ pub async fn create(
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?
         .map_err(|e| ServiceError::Core(CoreError::invalid("password", e.to_string())))?;
-    match store
+    let created = match store
         .create_user(&NewUser {
             username: new.username,
             email: new.email,
@@ -50,9 +50,18 @@ pub async fn create(
         })
         .await
     {
-        Err(StoreError::Conflict { .. }) => Err(ServiceError::Taken { what: "username" }),
-        other => Ok(other?),
-    }
+        Err(StoreError::Conflict { .. }) => return Err(ServiceError::Taken { what: "username" }),
+        other => other?,
+    };
+    super::audit::record(
+        store,
+        super::audit::actor_name(actor, None),
+        "user.create",
+        Some(format!("user:{}", created.username)),
+        serde_json::json!({ "superuser": created.superuser }),
+    )
+    .await?;
+    Ok(created)
 }
 
 /// The password policy (`core::password_policy`): length, not the username, zxcvbn score ≥ 3.

@@ -1,5 +1,6 @@
 //! Command-line interface. Doc comments on the clap types are the `--help` text.
 
+mod audit;
 mod config_cmd;
 mod keys;
 mod serve;
@@ -47,6 +48,9 @@ enum Command {
     /// Manage the master key (offline: stop the server first).
     #[command(subcommand)]
     Keys(keys::Cmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(audit::Cmd),
     /// TLS helpers.
     #[command(subcommand)]
     Tls(tls_cmd::Cmd),
@@ -74,6 +78,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::User(cmd) => user::run(cmd, config, cli.master_passphrase_stdin).await,
                 Command::Keys(cmd) => keys::run(cmd, config, cli.master_passphrase_stdin).await,
+                Command::Audit(cmd) => audit::run(cmd, config, cli.master_passphrase_stdin).await,
                 Command::Tls(_) | Command::Config(config_cmd::Cmd::Reference) => Ok(()),
             }
         }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api_projects;
+mod audit;
 mod harness;
 mod keys;
 mod openrosa;

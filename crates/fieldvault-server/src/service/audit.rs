@@ -1,0 +1,81 @@
+//! Writing and reading the audit log (M5). Every security-relevant action of a service function
+//! ends with one [`record`]; `fieldvault audit verify` and `GET /v1/audits` read it back.
+
+use fieldvault_core::{Actor, Resource, Verb, authorize};
+use fieldvault_store::audit_chain::{Verified, Verifier};
+use fieldvault_store::{AuditRow, NewAudit, Store};
+use serde_json::Value;
+
+use super::ServiceError;
+
+/// Largest page of `GET /v1/audits`.
+pub const MAX_PAGE: i64 = 1000;
+/// Entries read per round trip while verifying.
+const VERIFY_BATCH: i64 = 10_000;
+
+/// How an actor is named in the log.
+pub fn actor_name(actor: &Actor, username: Option<&str>) -> String {
+    match actor {
+        Actor::Operator { os_user } => format!("cli:{os_user}"),
+        Actor::User { id, .. } => match username {
+            Some(u) => format!("user:{u}"),
+            None => format!("user#{id}"),
+        },
+        Actor::AppUser { id, .. } => format!("app-user:{id}"),
+        Actor::Anonymous => "anonymous".into(),
+    }
+}
+
+/// Appends one entry. An audit write that fails fails the request: an action that cannot be
+/// recorded must not be reported as done.
+pub async fn record(
+    store: &dyn Store,
+    actor: String,
+    action: &str,
+    target: Option<String>,
+    details: Value,
+) -> Result<(), ServiceError> {
+    store
+        .append_audit(&NewAudit {
+            actor,
+            action: action.to_owned(),
+            target,
+            details: details.to_string(),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Entries for an administrator (site-level `config.read`-class access: admins only).
+pub async fn list(
+    store: &dyn Store,
+    actor: &Actor,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<AuditRow>, ServiceError> {
+    authorize(actor, Verb::UserList, Resource::Site)?;
+    Ok(store
+        .audit_entries(after_seq.max(0), limit.clamp(1, MAX_PAGE))
+        .await?)
+}
+
+/// Walks the whole chain in batches, in constant memory.
+pub async fn verify_all(store: &dyn Store, actor: &Actor) -> Result<Verified, ServiceError> {
+    authorize(actor, Verb::UserList, Resource::Site)?;
+    // Read the head first: entries appended while we walk are beyond it and not judged.
+    let head = store.audit_head().await?;
+    let end = head.as_ref().map_or(0, |h| h.0);
+    let mut v = Verifier::default();
+    let mut after = 0;
+    while after < end {
+        let batch = store
+            .audit_entries(after, VERIFY_BATCH.min(end - after))
+            .await?;
+        let Some(last) = batch.last() else { break };
+        after = last.seq;
+        for r in &batch {
+            v.push(r);
+        }
+    }
+    Ok(v.finish(head))
+}

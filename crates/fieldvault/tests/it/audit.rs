@@ -1,0 +1,159 @@
+//! The audit log end to end: actions leave entries, administrators read them, `fieldvault audit
+//! verify` passes on an intact log and names the entry someone edited or removed (PostgreSQL lets
+//! the test play the attacker with psql; the embedded database is encrypted, so there the chain
+//! is exercised by the store suite).
+
+use serde_json::{Value, json};
+
+use crate::harness::{PASSWORD, Server, client, cmd, create_user, run};
+use fieldvault_testkit::pg::TestDb;
+
+async fn activity(srv: &Server) {
+    let c = client();
+    let r = c
+        .post(srv.url("/v1/sessions"))
+        .json(&json!({"email": "admin", "password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let p: Value = c
+        .post(srv.url("/v1/projects"))
+        .basic_auth("admin", Some(PASSWORD))
+        .json(&json!({"name": "Audited"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = c
+        .post(srv.url(&format!("/v1/projects/{}/app-users", p["id"])))
+        .basic_auth("admin", Some(PASSWORD))
+        .json(&json!({"displayName": "E1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+fn verify(dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut c = cmd(dir);
+    c.args(["audit", "verify"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(c, "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_trail_and_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    create_user(dir.path(), &[], "admin", true);
+    create_user(dir.path(), &[], "bob", false);
+    activity(&srv).await;
+    let c = client();
+    let log: Value = c
+        .get(srv.url("/v1/audits"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "user.create",
+            "user.create",
+            "user.session.fail",
+            "project.create",
+            "app_user.create"
+        ]
+    );
+    assert!(
+        log[0]["actor"].as_str().unwrap().starts_with("cli:"),
+        "CLI actions name the OS user"
+    );
+    assert_eq!(log[1]["target"], "user:bob");
+    let r = c
+        .get(srv.url("/v1/audits"))
+        .basic_auth("bob", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "only administrators read the audit log");
+    let v: Value = c
+        .get(srv.url("/v1/audits/verify"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"intact": true, "entries": 5}));
+    let (ok, out, err) = verify(dir.path(), &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("intact: 5 entries"), "{out}");
+    assert!(srv.stop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_found() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("FIELDVAULT_DATABASE_URL", db.url.as_str())];
+    let srv = Server::start(dir.path(), &env);
+    create_user(dir.path(), &env, "admin", true);
+    activity(&srv).await;
+    assert!(srv.stop());
+    assert!(verify(dir.path(), &env).0);
+    let psql = |sql: &str| {
+        let out = std::process::Command::new("psql")
+            .arg(&db.url)
+            .args(["-q", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Cut from the end: the chain head still counts the missing entry.
+    psql("DELETE FROM audit_log WHERE seq = (SELECT max(seq) FROM audit_log)");
+    let (ok, _, err) = verify(dir.path(), &env);
+    assert!(!ok && err.contains("removed from the end"), "{err}");
+    // Edited.
+    psql("UPDATE audit_log SET details = '{\"name\":\"Innocent\"}' WHERE seq = 3");
+    let (ok, _, err) = verify(dir.path(), &env);
+    assert!(
+        !ok && err.contains("entry 3") && err.contains("changed"),
+        "{err}"
+    );
+    // Removed from the middle.
+    psql("DELETE FROM audit_log WHERE seq = 2");
+    let (ok, _, err) = verify(dir.path(), &env);
+    assert!(
+        !ok && err.contains("entry 2") && err.contains("missing"),
+        "{err}"
+    );
+    // Reordered (two entries swap places).
+    psql(
+        "UPDATE audit_log SET seq = CASE seq WHEN 1 THEN 2 ELSE 1 END WHERE seq IN (1); INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash, hash) SELECT 1, at, actor, action, target, details, prev_hash, hash FROM audit_log WHERE seq = 3",
+    );
+    let (ok, _, _) = verify(dir.path(), &env);
+    assert!(!ok);
+    db.drop_db().await;
+}
