@@ -7,6 +7,7 @@ pub mod authz;
 pub mod error;
 pub mod ids;
 pub mod password_policy;
+pub mod softlock;
 pub mod submission;
 pub mod xform;
 mod xml;

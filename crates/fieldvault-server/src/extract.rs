@@ -121,11 +121,13 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
             );
             let pair = std::str::from_utf8(&decoded).map_err(|_| failed())?;
             let (username, password) = pair.split_once(':').ok_or_else(failed)?;
+            let ip = client.map(|c| c.ip.to_string()).unwrap_or_default();
             let user = service::users::verify_password_cached(
                 app.store.as_ref(),
                 &app.auth_cache,
                 username,
                 SecretString::from(password),
+                &ip,
             )
             .await?
             .ok_or_else(failed)?;

@@ -66,6 +66,12 @@ pub enum ApiError {
         /// Explanation.
         message: String,
     },
+    /// 429: too many attempts; `Retry-After` says when to try again.
+    #[error("too many requests")]
+    RateLimited {
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
     /// 503: a dependency (database, object store) is unavailable; retry later.
     #[error("service unavailable")]
     Unavailable(String),
@@ -125,6 +131,11 @@ impl ApiError {
                 "request.too_large",
                 message.clone(),
             ),
+            ApiError::RateLimited { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "auth.rate_limited",
+                format!("Too many attempts. Try again in {retry_after_secs} seconds."),
+            ),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service.unavailable",
@@ -162,6 +173,11 @@ impl IntoResponse for ApiError {
             }
             ApiError::Internal(cause) | ApiError::Unavailable(cause) => {
                 resp.extensions_mut().insert(InternalCause(cause.clone()));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
             }
             _ => {}
         }

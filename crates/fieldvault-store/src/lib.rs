@@ -19,6 +19,7 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 pub mod submissions;
+pub mod throttle;
 pub mod tokens;
 
 use async_trait::async_trait;
@@ -37,6 +38,7 @@ pub use submissions::{
     IngestOutcome, IngestResult, NewSubmission, ReceivedAttachment, SubmissionAttachmentRow,
     SubmissionRow, SubmissionStore, SubmissionVersionRow,
 };
+pub use throttle::ThrottleStore;
 pub use tokens::{ApiTokenRow, SessionRow, TokenStore};
 
 /// Which backend a store runs on.
@@ -64,7 +66,7 @@ pub type Rewrap<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + Send 
 /// Everything Fieldvault keeps in its database.
 #[async_trait]
 pub trait Store:
-    FormStore + SubmissionStore + TokenStore + AuditStore + Send + Sync + 'static
+    FormStore + SubmissionStore + TokenStore + AuditStore + ThrottleStore + Send + Sync + 'static
 {
     /// Which backend this is.
     fn backend(&self) -> Backend;

@@ -47,3 +47,5 @@ crate::sql::form_store_impl!(PgStore, sqlx::Postgres, "BEGIN");
 crate::sql::submission_store_impl!(PgStore, sqlx::Postgres, "BEGIN");
 crate::sql::token_store_impl!(PgStore);
 crate::sql::audit_store_impl!(PgStore, "BEGIN", " FOR UPDATE");
+crate::sql::throttle_store_impl!(PgStore, "BEGIN", " FOR UPDATE");
+use crate::sql::to_state;

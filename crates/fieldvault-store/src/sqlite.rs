@@ -86,3 +86,5 @@ crate::sql::form_store_impl!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
 crate::sql::submission_store_impl!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
 crate::sql::token_store_impl!(SqliteStore);
 crate::sql::audit_store_impl!(SqliteStore, "BEGIN IMMEDIATE", "");
+crate::sql::throttle_store_impl!(SqliteStore, "BEGIN IMMEDIATE", "");
+use crate::sql::to_state;

@@ -334,6 +334,22 @@ async fn suite(settings: StorageSettings) {
     ));
     assert_eq!(store.audit_entries(15, 100).await.unwrap().len(), 5);
 
+    // Throttle state: concurrent failures from several instances are each counted once.
+    use fieldvault_core::softlock::{IP, LockState};
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.throttle_update("ip:192.0.2.1", &|s: LockState| s.fail(&IP, 1_000)).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.throttle_state("ip:192.0.2.1").await.unwrap().failures, 10);
+    store.throttle_clear("ip:192.0.2.1").await.unwrap();
+    assert_eq!(store.throttle_state("ip:192.0.2.1").await.unwrap(), LockState::default());
+
     // Crypto-shredding: the key is gone, the project no longer points at it.
     store.destroy_data_key(&dk.id).await.unwrap();
     rotated.forget(&dk.id);

@@ -36,9 +36,11 @@ struct Login {
 
 async fn create(
     State(app): State<App>,
+    client: Option<axum::Extension<crate::middleware::client_ip::ClientInfo>>,
     AppJson(body): AppJson<Login>,
 ) -> Result<Json<Value>, ApiError> {
-    let s = sessions::create(&app, &body.email, SecretString::new(body.password)).await?;
+    let ip = client.map(|c| c.ip.to_string()).unwrap_or_default();
+    let s = sessions::create(&app, &body.email, SecretString::new(body.password), &ip).await?;
     Ok(Json(json!({
         "createdAt": iso(s.row.created_at),
         "expiresAt": iso(s.row.expires_at),

@@ -29,6 +29,12 @@ pub enum ServiceError {
     /// The credentials presented are wrong.
     #[error("authentication failed")]
     BadCredentials,
+    /// Too many attempts; retry after the given time.
+    #[error("too many attempts")]
+    RateLimited {
+        /// Milliseconds until a retry may succeed.
+        retry_after_ms: i64,
+    },
     /// Credentials are needed (a 401 with a challenge).
     #[error("authentication required")]
     Unauthenticated,
@@ -85,6 +91,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound => ApiError::NotFound,
             ServiceError::NotFoundWith(message) => ApiError::NotFoundWith { message },
             ServiceError::BadCredentials => crate::extract::failed(),
+            ServiceError::RateLimited { retry_after_ms } => ApiError::RateLimited {
+                retry_after_secs: u64::try_from((retry_after_ms + 999) / 1000)
+                    .unwrap_or(1)
+                    .max(1),
+            },
             ServiceError::Unauthenticated => ApiError::Unauthenticated {
                 code: "auth.required",
                 message: "This resource needs authentication.".into(),

@@ -34,6 +34,7 @@ pub async fn create(
     app: &App,
     login: &str,
     password: SecretString,
+    client_ip: &str,
 ) -> Result<NewSession, ServiceError> {
     if login.trim().is_empty() || password.expose().is_empty() {
         return Err(ServiceError::Invalid {
@@ -42,7 +43,7 @@ pub async fn create(
         });
     }
     let Some(user) =
-        super::users::verify_password(app.store.as_ref(), login.trim(), password).await?
+        super::users::login(app.store.as_ref(), login.trim(), password, client_ip).await?
     else {
         super::audit::record(
             app.store.as_ref(),

@@ -80,6 +80,7 @@ pub async fn verify_password_cached(
     cache: &crate::auth_cache::AuthCache,
     username: &str,
     password: SecretString,
+    client_ip: &str,
 ) -> Result<Option<UserRow>, ServiceError> {
     if let Some((user_id, hash)) = cache.lookup(username, &password) {
         match store.user_by_id(fieldvault_core::UserId(user_id)).await? {
@@ -87,11 +88,48 @@ pub async fn verify_password_cached(
             _ => cache.remove(username, &password),
         }
     }
-    let user = verify_password(store, username, password.clone()).await?;
+    let user = login(store, username, password.clone(), client_ip).await?;
     if let Some(u) = &user {
         cache.insert(username, &password, u.id, &u.password_hash);
     }
     Ok(user)
+}
+
+/// Checks a password under login throttling (`core::softlock`, M4): refused with
+/// `RateLimited` while the (account, address) pair or the address is locked; each failure counts
+/// against both; a success clears the pair. Every instance sharing the database shares the counts.
+pub async fn login(
+    store: &dyn Store,
+    username: &str,
+    password: SecretString,
+    client_ip: &str,
+) -> Result<Option<UserRow>, ServiceError> {
+    use fieldvault_core::softlock::{ACCOUNT_IP, IP, LockState};
+    let now = fieldvault_store::now_ms();
+    let pair = format!("acct-ip:{}|{client_ip}", username.to_lowercase());
+    let addr = format!("ip:{client_ip}");
+    let wait = store
+        .throttle_state(&pair)
+        .await?
+        .retry_after(now)
+        .max(store.throttle_state(&addr).await?.retry_after(now));
+    if wait > 0 {
+        return Err(ServiceError::RateLimited {
+            retry_after_ms: wait,
+        });
+    }
+    let user = verify_password(store, username, password).await?;
+    if user.is_some() {
+        store.throttle_clear(&pair).await?;
+        return Ok(user);
+    }
+    store
+        .throttle_update(&pair, &|s: LockState| s.fail(&ACCOUNT_IP, now))
+        .await?;
+    store
+        .throttle_update(&addr, &|s: LockState| s.fail(&IP, now))
+        .await?;
+    Ok(None)
 }
 
 /// Checks a username and password; `None` when either is wrong or the account is inactive.

@@ -315,3 +315,88 @@ async fn password_policy_and_strength_meter() {
     assert!(!all.contains("Tamarind-Okapi"));
     assert!(srv.stop());
 }
+
+/// Login throttling: brute force of one account from one address, of one account from many
+/// addresses, and of many accounts from one address; the victim is never locked out of their own
+/// address. Addresses come from X-Forwarded-For through a trusted proxy (here: loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_throttling() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        dir.path(),
+        &[("FIELDVAULT_HTTP_TRUSTED_PROXIES", "127.0.0.1/32")],
+    );
+    create_user(dir.path(), &[], "alice", false);
+    create_user(dir.path(), &[], "bob", false);
+    let c = client();
+    let attempt = |user: &'static str, pass: &'static str, ip: &'static str| {
+        let c = c.clone();
+        let url = srv.url("/v1/sessions");
+        async move {
+            c.post(url)
+                .header("X-Forwarded-For", ip)
+                .json(&json!({"email": user, "password": pass}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // One account from one address: five failures lock that pair for a minute.
+    for _ in 0..5 {
+        assert_eq!(
+            attempt("alice", "guess-guess-guess", "198.51.100.1")
+                .await
+                .status(),
+            401
+        );
+    }
+    let r = attempt("alice", PASSWORD, "198.51.100.1").await;
+    assert_eq!(r.status(), 429, "even the right password waits");
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "auth.rate_limited"
+    );
+    // The owner, from their own address, is not locked out.
+    assert_eq!(
+        attempt("alice", PASSWORD, "203.0.113.50").await.status(),
+        200
+    );
+    // One account from many addresses: each address gets its own small budget; the account stays usable.
+    for i in 0..12 {
+        let ip: &'static str = Box::leak(format!("192.0.2.{}", 10 + i).into_boxed_str());
+        assert_eq!(
+            attempt("alice", "guess-guess-guess", ip).await.status(),
+            401
+        );
+    }
+    assert_eq!(
+        attempt("alice", PASSWORD, "203.0.113.50").await.status(),
+        200
+    );
+    // Many accounts from one address: the address is locked across accounts.
+    let mut locked = false;
+    for i in 0..40 {
+        let user: &'static str = Box::leak(format!("user{i}").into_boxed_str());
+        if attempt(user, "guess-guess-guess", "198.51.100.99")
+            .await
+            .status()
+            == 429
+        {
+            locked = true;
+            break;
+        }
+    }
+    assert!(locked, "a spraying address is locked");
+    assert_eq!(
+        attempt("bob", PASSWORD, "198.51.100.99").await.status(),
+        429
+    );
+    assert_eq!(attempt("bob", PASSWORD, "203.0.113.51").await.status(), 200);
+    assert!(srv.stop());
+}
