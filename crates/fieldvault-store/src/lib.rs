@@ -111,6 +111,10 @@ pub trait Store:
 
     /// Sets a project's name, description and archived flag, stamping `updated_at`. `NotFound`
     /// for an unknown or soft-deleted project, so a deleted project cannot be revived by an edit.
+    /// Soft-deletes a project (it disappears from every list and lookup by the API).
+    async fn delete_project(&self, id: ProjectId) -> Result<(), StoreError>;
+
+    /// Replaces a project's name, description and archived flag.
     async fn update_project(
         &self,
         id: ProjectId,

@@ -340,15 +340,24 @@ async fn suite(settings: StorageSettings) {
     for _ in 0..10 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.throttle_update("ip:192.0.2.1", &|s: LockState| s.fail(&IP, 1_000)).await.unwrap()
+            store
+                .throttle_update("ip:192.0.2.1", &|s: LockState| s.fail(&IP, 1_000))
+                .await
+                .unwrap()
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(store.throttle_state("ip:192.0.2.1").await.unwrap().failures, 10);
+    assert_eq!(
+        store.throttle_state("ip:192.0.2.1").await.unwrap().failures,
+        10
+    );
     store.throttle_clear("ip:192.0.2.1").await.unwrap();
-    assert_eq!(store.throttle_state("ip:192.0.2.1").await.unwrap(), LockState::default());
+    assert_eq!(
+        store.throttle_state("ip:192.0.2.1").await.unwrap(),
+        LockState::default()
+    );
 
     // Crypto-shredding: the key is gone, the project no longer points at it.
     store.destroy_data_key(&dk.id).await.unwrap();

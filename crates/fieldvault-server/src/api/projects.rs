@@ -18,7 +18,7 @@ use crate::service::projects::{self, ProjectPatch};
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/v1/projects", get(list).post(create))
-        .route("/v1/projects/{id}", get(read).patch(update))
+        .route("/v1/projects/{id}", get(read).patch(update).delete(remove))
         .route(
             "/v1/projects/{id}/assignments/{roleId}/{actorId}",
             post(grant_role),
@@ -43,6 +43,15 @@ pub(crate) fn project_json(p: &ProjectRow) -> Value {
         "updatedAt": iso_opt(p.updated_at),
         "deletedAt": iso_opt(p.deleted_at),
     })
+}
+
+async fn remove(
+    State(app): State<App>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    projects::delete(app.store.as_ref(), &who.actor, ProjectId(path_id(&id)?)).await?;
+    Ok(success())
 }
 
 /// The success object Central answers when there is nothing else to say.

@@ -135,6 +135,22 @@ pub async fn update(
     Ok(updated)
 }
 
+/// Deletes a project (soft: it disappears at once; data keys are destroyed when the trash is
+/// purged). Managers only.
+pub async fn delete(store: &dyn Store, actor: &Actor, id: ProjectId) -> Result<(), ServiceError> {
+    let (_, actor) = readable(store, actor, id).await?;
+    authorize(&actor, Verb::ProjectDelete, Resource::Project(id))?;
+    store.delete_project(id).await?;
+    super::audit::record(
+        store,
+        super::audit::actor_name(&actor, None),
+        "project.delete",
+        Some(format!("project:{}", id.0)),
+        serde_json::json!({}),
+    )
+    .await
+}
+
 /// Grants `user` a role in the project (replacing any role it had). `role` is a Central system
 /// name (`manager`, `viewer`, `formfill`) or Central's numeric role id (3, 4, 6), since Central
 /// clients may send either.

@@ -144,6 +144,18 @@ macro_rules! shared_store_impl {
                 .await?)
             }
 
+            async fn delete_project(&self, id: fieldvault_core::ProjectId) -> Result<(), $crate::StoreError> {
+                let done = sqlx::query("UPDATE projects SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
+                    .bind($crate::now_ms())
+                    .bind(id.0)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound);
+                }
+                Ok(())
+            }
+
             async fn update_project(
                 &self,
                 id: fieldvault_core::ProjectId,

@@ -641,3 +641,77 @@ async fn app_users_token_once_revoke_and_assignments() {
     assert!(list[1]["deletedAt"].as_str().unwrap().ends_with('Z'));
     assert!(list[0]["deletedAt"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_project_managers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = crate::harness::Server::start(dir.path(), &[]);
+    crate::harness::create_user(dir.path(), &[], "alice", false);
+    crate::harness::create_user(dir.path(), &[], "bob", false);
+    let pw = crate::harness::PASSWORD;
+    let c = crate::harness::client();
+    let p: serde_json::Value = c
+        .post(srv.url("/v1/projects"))
+        .basic_auth("alice", Some(pw))
+        .json(&serde_json::json!({"name": "Temporary"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = srv.url(&format!("/v1/projects/{}", p["id"]));
+    c.post(srv.url(&format!("/v1/projects/{}/assignments/viewer/2", p["id"])))
+        .basic_auth("alice", Some(pw))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.delete(&url)
+            .basic_auth("bob", Some(pw))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(c.delete(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.delete(&url)
+            .basic_auth("alice", Some(pw))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(&url)
+            .basic_auth("alice", Some(pw))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.delete(&url)
+            .basic_auth("alice", Some(pw))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let list: serde_json::Value = c
+        .get(srv.url("/v1/projects"))
+        .basic_auth("alice", Some(pw))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list, serde_json::json!([]));
+    assert!(srv.stop());
+}
