@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod error;
 pub mod keyring;
 pub mod mac;
+pub mod odk;
 pub mod password;
 pub mod random;
 pub mod secret;
