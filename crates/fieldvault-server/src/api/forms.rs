@@ -475,7 +475,14 @@ async fn submission_attachments(
     let rows = submissions::attachments(&app, actor, p.project()?, p.form(), &instance).await?;
     Ok(Json(Value::Array(
         rows.iter()
-            .map(|a| json!({"name": a.name, "exists": a.blob_name.is_some(), "size": a.size}))
+            .map(|a| {
+                json!({
+                    "name": a.name,
+                    "exists": a.blob_name.is_some(),
+                    "size": a.size,
+                    "sha256": a.sha256.as_deref().map(fieldvault_crypto::random::to_hex),
+                })
+            })
             .collect(),
     )))
 }

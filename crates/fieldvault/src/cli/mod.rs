@@ -3,6 +3,7 @@
 mod audit;
 mod config_cmd;
 mod keys;
+mod pull;
 mod serve;
 mod tls_cmd;
 mod user;
@@ -51,6 +52,8 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(audit::Cmd),
+    /// Download submissions (encrypted envelopes as they are) into a directory, incrementally.
+    Pull(pull::Args),
     /// TLS helpers.
     #[command(subcommand)]
     Tls(tls_cmd::Cmd),
@@ -60,6 +63,7 @@ enum Command {
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Tls(cmd) => tls_cmd::run(cmd),
+        Command::Pull(args) => pull::run(args).await,
         Command::Config(config_cmd::Cmd::Reference) => {
             print!("{}", fieldvault_server::config::render_reference());
             Ok(())
@@ -79,7 +83,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Command::User(cmd) => user::run(cmd, config, cli.master_passphrase_stdin).await,
                 Command::Keys(cmd) => keys::run(cmd, config, cli.master_passphrase_stdin).await,
                 Command::Audit(cmd) => audit::run(cmd, config, cli.master_passphrase_stdin).await,
-                Command::Tls(_) | Command::Config(config_cmd::Cmd::Reference) => Ok(()),
+                Command::Tls(_)
+                | Command::Pull(_)
+                | Command::Config(config_cmd::Cmd::Reference) => Ok(()),
             }
         }
     }

@@ -5,6 +5,7 @@
 
 mod api_projects;
 mod audit;
+mod encrypted;
 mod harness;
 mod keys;
 mod openrosa;
