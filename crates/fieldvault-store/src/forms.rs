@@ -71,6 +71,20 @@ impl std::fmt::Debug for FormDefRow {
     }
 }
 
+/// What intake needs of a published definition (everything but the XForm bytes, which intake
+/// never reads: fetching them per submission would cost more than the submission itself).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FormDefMeta {
+    /// Store id.
+    pub id: i64,
+    /// `version` ("" when absent).
+    pub version: String,
+    /// `base64RsaPublicKey` when the form is ODK-encrypted.
+    pub public_key: Option<String>,
+    /// JSON array of the binary field paths.
+    pub binary_fields: String,
+}
+
 /// A new form definition.
 pub struct NewFormDef {
     /// The XForm's `id`.
@@ -189,6 +203,9 @@ pub trait FormStore: Send + Sync {
 
     /// One form definition.
     async fn form_def(&self, id: i64) -> Result<Option<FormDefRow>, StoreError>;
+
+    /// The published definition of a form with this version, without its XForm bytes.
+    async fn published_def_meta(&self, form_id: i64, version: &str) -> Result<Option<FormDefMeta>, StoreError>;
 
     /// Every published definition of a form (oldest first).
     async fn published_defs(&self, form_id: i64) -> Result<Vec<FormDefRow>, StoreError>;

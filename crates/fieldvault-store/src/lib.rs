@@ -29,7 +29,7 @@ pub use audit_chain::{AuditRow, AuditStore, NewAudit};
 pub use blob::{BlobSettings, BlobStore};
 pub use error::StoreError;
 pub use forms::{
-    AppUserRow, Counts, FormAttachmentRow, FormDefRow, FormRow, FormStore, NewFormDef,
+    AppUserRow, Counts, FormAttachmentRow, FormDefMeta, FormDefRow, FormRow, FormStore, NewFormDef,
 };
 pub use keyring::Keyring;
 pub use model::{DataKeyRow, NewProject, NewUser, ProjectRow, UserRow, now_ms};

@@ -10,7 +10,7 @@ use fieldvault_core::{Actor, ProjectId, Resource, SubmissionMeta, Verb, authoriz
 use fieldvault_crypto::Key256;
 use fieldvault_store::submissions::{attachment_aad, xml_aad};
 use fieldvault_store::{
-    FormDefRow, FormRow, IngestOutcome, NewSubmission, ProjectRow, ReceivedAttachment,
+    FormDefMeta, FormRow, IngestOutcome, NewSubmission, ProjectRow, ReceivedAttachment,
 };
 use futures_util::{Stream, StreamExt as _};
 use sha2::Digest as _;
@@ -38,7 +38,7 @@ pub enum Target {
 pub struct Prepared {
     project: ProjectRow,
     form: FormRow,
-    def: FormDefRow,
+    def: FormDefMeta,
     meta: SubmissionMeta,
     expected: Vec<String>,
     key: Key256,
@@ -143,10 +143,8 @@ pub async fn prepare(
         let version = meta.version.clone().unwrap_or_default();
         let def = app
             .store
-            .published_defs(form.id)
+            .published_def_meta(form.id, &version)
             .await?
-            .into_iter()
-            .find(|d| d.version == version)
             .ok_or_else(|| {
                 ServiceError::NotFoundWith(format!(
                     "The form {:?} has no published version {version:?}; download the form again.",

@@ -206,6 +206,21 @@ macro_rules! form_store_impl {
                     .await?)
             }
 
+            async fn published_def_meta(
+                &self,
+                form_id: i64,
+                version: &str,
+            ) -> Result<Option<$crate::forms::FormDefMeta>, $crate::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT id, version, public_key, binary_fields FROM form_defs \
+                     WHERE form_id = $1 AND version = $2 AND published_at IS NOT NULL",
+                )
+                .bind(form_id)
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
             async fn published_defs(
                 &self,
                 form_id: i64,
