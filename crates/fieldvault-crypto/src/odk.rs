@@ -44,6 +44,11 @@ pub const COLLECT_MANIFEST_NS: &str = "http://www.opendatakit.org/xforms/encrypt
 /// OpenRosa namespace of `meta/instanceID`.
 pub const OPENROSA_NS: &str = "http://openrosa.org/xforms";
 
+/// PBKDF2-HMAC-SHA256 iterations protecting a key written by [`OdkPrivateKey::generate_pem`].
+pub const PKCS8_PBKDF2_ITERATIONS: u32 = 600_000;
+/// PEM label of a passphrase-encrypted PKCS#8 private key.
+const ENCRYPTED_PKCS8_LABEL: &str = "ENCRYPTED PRIVATE KEY";
+
 /// AES block size; every ODK ciphertext is a non-zero multiple of it.
 const BLOCK: usize = 16;
 
@@ -60,15 +65,16 @@ pub struct OdkPrivateKey {
 impl OdkPrivateKey {
     /// Parses a PEM private key: `BEGIN PRIVATE KEY` (unencrypted PKCS#8) or
     /// `BEGIN RSA PRIVATE KEY` (PKCS#1, as `openssl genrsa` and ODK Central's test key).
-    /// Encrypted PEM (`ENCRYPTED PRIVATE KEY`, `Proc-Type: 4,ENCRYPTED`) is refused.
+    /// Encrypted PEM (`ENCRYPTED PRIVATE KEY`, `Proc-Type: 4,ENCRYPTED`) is refused here; see
+    /// [`from_pem_with_passphrase`](Self::from_pem_with_passphrase).
     pub fn from_pem(pem: &str) -> Result<Self, CryptoError> {
         let (label, der) = pem_decode(pem)?;
         let der = Zeroizing::new(der);
         match label.as_str() {
             "PRIVATE KEY" => Self::from_pkcs8_der(&der),
             "RSA PRIVATE KEY" => Self::from_pkcs1_der(&der),
-            "ENCRYPTED PRIVATE KEY" => Err(CryptoError::InvalidKey(
-                "encrypted PEM private keys are not supported; decrypt the key first",
+            ENCRYPTED_PKCS8_LABEL => Err(CryptoError::InvalidKey(
+                "the private key is passphrase-protected; a passphrase is needed",
             )),
             _ => Err(CryptoError::InvalidKey("not an RSA private key PEM block")),
         }
@@ -144,6 +150,87 @@ impl OdkPrivateKey {
         let key = PrivateDecryptingKey::generate(KeySize::Rsa2048)
             .map_err(|_| CryptoError::InvalidKey("RSA key generation failed"))?;
         Self::from_decrypting_key(key)
+    }
+
+    /// Parses a PEM private key like [`from_pem`](Self::from_pem), and also opens a
+    /// passphrase-encrypted PKCS#8 key (`BEGIN ENCRYPTED PRIVATE KEY`, PBES2 with PBKDF2 or
+    /// scrypt and AES-CBC). A wrong passphrase (or a damaged file) fails as
+    /// [`CryptoError::Decrypt`]. Unencrypted keys open whatever the passphrase.
+    pub fn from_pem_with_passphrase(
+        pem: &str,
+        passphrase: &SecretString,
+    ) -> Result<Self, CryptoError> {
+        let (label, der) = pem_decode(pem)?;
+        let der = Zeroizing::new(der);
+        if label != ENCRYPTED_PKCS8_LABEL {
+            return Self::from_pem(pem);
+        }
+        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice())
+            .map_err(|_| CryptoError::InvalidKey("malformed encrypted PKCS#8 private key"))?;
+        let doc = info
+            .decrypt(passphrase.expose().as_bytes())
+            .map_err(|e| match e {
+                pkcs8::Error::EncryptedPrivateKey(
+                    pkcs8::pkcs5::Error::UnsupportedAlgorithm { .. }
+                    | pkcs8::pkcs5::Error::AlgorithmParametersInvalid { .. }
+                    | pkcs8::pkcs5::Error::NoPbes1CryptSupport,
+                ) => CryptoError::InvalidKey("unsupported private key encryption algorithm"),
+                _ => CryptoError::Decrypt,
+            })?;
+        Self::from_pkcs8_der(doc.as_bytes()).map_err(|_| CryptoError::Decrypt)
+    }
+
+    /// Generates an RSA key pair of `bits` (2048, 3072 or 4096) and returns it as PKCS#8 PEM
+    /// with its public key. With a passphrase the PEM is `ENCRYPTED PRIVATE KEY` (PBES2:
+    /// PBKDF2-HMAC-SHA256, [`PKCS8_PBKDF2_ITERATIONS`] iterations, random 16-byte salt,
+    /// AES-256-CBC), readable by OpenSSL and [`from_pem_with_passphrase`](Self::from_pem_with_passphrase);
+    /// without one it is a plain `PRIVATE KEY`.
+    pub fn generate_pem(
+        bits: usize,
+        passphrase: Option<&SecretString>,
+    ) -> Result<(Zeroizing<String>, OdkPublicKey), CryptoError> {
+        let size = match bits {
+            2048 => KeySize::Rsa2048,
+            3072 => KeySize::Rsa3072,
+            4096 => KeySize::Rsa4096,
+            _ => {
+                return Err(CryptoError::InvalidKey(
+                    "RSA key size must be 2048, 3072 or 4096 bits",
+                ));
+            }
+        };
+        let key = PrivateDecryptingKey::generate(size)
+            .map_err(|_| CryptoError::InvalidKey("RSA key generation failed"))?;
+        let public = OdkPublicKey::from_encrypting_key(key.public_key())?;
+        let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'static>>::as_der(&key)
+            .map_err(|_| CryptoError::InvalidKey("RSA private key could not be encoded"))?;
+        let encode_failed = |_| CryptoError::InvalidKey("RSA private key could not be encoded");
+        let pem = match passphrase {
+            None => pkcs8::SecretDocument::try_from(der.as_ref())
+                .map_err(encode_failed)?
+                .to_pem("PRIVATE KEY", pkcs8::LineEnding::LF)
+                .map_err(encode_failed)?,
+            Some(pass) => {
+                if pass.expose().is_empty() {
+                    return Err(CryptoError::InvalidKey("the passphrase is empty"));
+                }
+                let salt: [u8; 16] = crate::random::bytes()?;
+                let iv: [u8; 16] = crate::random::bytes()?;
+                let params = pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(
+                    PKCS8_PBKDF2_ITERATIONS,
+                    &salt,
+                    &iv,
+                )
+                .map_err(|_| CryptoError::InvalidKey("bad key encryption parameters"))?;
+                let info = pkcs8::PrivateKeyInfo::try_from(der.as_ref())
+                    .map_err(|_| CryptoError::InvalidKey("RSA private key could not be encoded"))?;
+                info.encrypt_with_params(params, pass.expose().as_bytes())
+                    .map_err(|_| CryptoError::InvalidKey("private key encryption failed"))?
+                    .to_pem(ENCRYPTED_PKCS8_LABEL, pkcs8::LineEnding::LF)
+                    .map_err(encode_failed)?
+            }
+        };
+        Ok((pem, public))
     }
 
     /// The matching public key.

@@ -744,3 +744,45 @@ fn odk_manifest_parse_by_local_name_and_refusals() {
         assert!(Manifest::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn generated_pem_with_passphrase_round_trips_and_wrong_passphrase_fails() {
+    let pass = SecretString::from("correct horse battery staple");
+    let (pem, public) = OdkPrivateKey::generate_pem(2048, Some(&pass)).unwrap();
+    assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"));
+    assert!(matches!(
+        OdkPrivateKey::from_pem(&pem),
+        Err(CryptoError::InvalidKey(_))
+    ));
+    let key = OdkPrivateKey::from_pem_with_passphrase(&pem, &pass).unwrap();
+    assert_eq!(key.public_key(), &public);
+    assert!(matches!(
+        OdkPrivateKey::from_pem_with_passphrase(&pem, &SecretString::from("wrong")),
+        Err(CryptoError::Decrypt)
+    ));
+    // The key works end to end.
+    let enc = encrypt_submission(&public, "f", None, "uuid:1", b"<d/>", &[]).unwrap();
+    let manifest = Manifest::parse(&enc.manifest_xml).unwrap();
+    let out = decrypt_submission(&key, &manifest, |n| {
+        enc.files
+            .iter()
+            .find(|(m, _)| m == n)
+            .map(|(_, b)| b.as_slice())
+    })
+    .unwrap();
+    assert_eq!(out.xml, b"<d/>");
+    assert_eq!(out.signature_valid, Some(true));
+}
+
+#[test]
+fn generated_pem_without_passphrase_and_sizes() {
+    let (pem, public) = OdkPrivateKey::generate_pem(3072, None).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+    let key = OdkPrivateKey::from_pem(&pem).unwrap();
+    assert_eq!(key.public_key(), &public);
+    assert_eq!(key.size_bytes(), 384);
+    // An unencrypted key opens whatever passphrase is given.
+    OdkPrivateKey::from_pem_with_passphrase(&pem, &SecretString::from("x")).unwrap();
+    assert!(OdkPrivateKey::generate_pem(1024, None).is_err());
+    assert!(OdkPrivateKey::generate_pem(2048, Some(&SecretString::from(""))).is_err());
+}

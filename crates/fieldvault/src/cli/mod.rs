@@ -3,6 +3,7 @@
 mod audit;
 mod config_cmd;
 mod keys;
+mod odk_cmd;
 mod pull;
 mod serve;
 mod tls_cmd;
@@ -57,12 +58,22 @@ enum Command {
     /// TLS helpers.
     #[command(subcommand)]
     Tls(tls_cmd::Cmd),
+    /// (offline) Generate an RSA key pair for an encrypted form: writes the private key,
+    /// prints the public key for the form's `base64RsaPublicKey`.
+    Keygen(odk_cmd::KeygenArgs),
+    /// (offline) Encrypt a submission exactly as ODK Collect does (testing, migrations).
+    EncryptSubmission(odk_cmd::EncryptArgs),
+    /// (offline) Decrypt a directory of encrypted submissions (e.g. from `fieldvault pull`).
+    Decrypt(odk_cmd::DecryptArgs),
 }
 
 /// Runs the parsed command.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Tls(cmd) => tls_cmd::run(cmd),
+        Command::Keygen(args) => odk_cmd::run_keygen(args),
+        Command::EncryptSubmission(args) => odk_cmd::run_encrypt(args),
+        Command::Decrypt(args) => odk_cmd::run_decrypt(args),
         Command::Pull(args) => pull::run(args).await,
         Command::Config(config_cmd::Cmd::Reference) => {
             print!("{}", fieldvault_server::config::render_reference());
@@ -85,6 +96,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Command::Audit(cmd) => audit::run(cmd, config, cli.master_passphrase_stdin).await,
                 Command::Tls(_)
                 | Command::Pull(_)
+                | Command::Keygen(_)
+                | Command::EncryptSubmission(_)
+                | Command::Decrypt(_)
                 | Command::Config(config_cmd::Cmd::Reference) => Ok(()),
             }
         }

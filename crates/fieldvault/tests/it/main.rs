@@ -8,6 +8,7 @@ mod audit;
 mod encrypted;
 mod harness;
 mod keys;
+mod odk_cli;
 mod openrosa;
 mod serve;
 mod startup_errors;
