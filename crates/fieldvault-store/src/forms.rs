@@ -205,7 +205,11 @@ pub trait FormStore: Send + Sync {
     async fn form_def(&self, id: i64) -> Result<Option<FormDefRow>, StoreError>;
 
     /// The published definition of a form with this version, without its XForm bytes.
-    async fn published_def_meta(&self, form_id: i64, version: &str) -> Result<Option<FormDefMeta>, StoreError>;
+    async fn published_def_meta(
+        &self,
+        form_id: i64,
+        version: &str,
+    ) -> Result<Option<FormDefMeta>, StoreError>;
 
     /// Every published definition of a form (oldest first).
     async fn published_defs(&self, form_id: i64) -> Result<Vec<FormDefRow>, StoreError>;
