@@ -6,8 +6,11 @@
 //! - [`limits`]: fsync rate, sequential write, AES-256-GCM and PBKDF2 cost on this machine.
 //! - [`server`]: runs the real `fieldvault` binary and measures start-up, idle memory and
 //!   `/healthz` latency.
+//! - [`intake`]: OpenRosa submissions (token and Basic auth, with and without attachments) at
+//!   several concurrencies, on the embedded store and optionally PostgreSQL.
 //! - [`report`]: machine description, JSON and markdown output.
 
+mod intake;
 mod limits;
 mod report;
 mod server;
@@ -33,6 +36,20 @@ struct Cli {
     /// Number of sequential `GET /healthz` requests per server start.
     #[arg(long, default_value_t = 2000)]
     healthz_requests: usize,
+    /// Submissions per intake run (each run also stops at `--intake-max-secs`).
+    #[arg(long, default_value_t = 2000)]
+    intake_count: usize,
+    /// Time cap per intake run, in seconds: no new submission starts after it.
+    #[arg(long, default_value_t = 30.0)]
+    intake_max_secs: f64,
+    /// Runs per intake scenario; the median by throughput is reported, with the range.
+    #[arg(long, default_value_t = 3)]
+    intake_repeats: usize,
+    /// PostgreSQL server URL without a database (e.g. `postgres://postgres@127.0.0.1:5432`);
+    /// a throwaway `fv_bench_*` database is created and dropped with `psql`. Defaults to
+    /// `FIELDVAULT_TEST_PG`; without either, intake runs on the embedded store only.
+    #[arg(long, env = "FIELDVAULT_TEST_PG", hide_env_values = true)]
+    pg: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,7 +66,19 @@ fn main() -> anyhow::Result<()> {
     eprintln!("benchmarking {} ...", bin.display());
     let server = server::measure(&bin, &cwd, cli.healthz_requests)?;
 
-    let report = report::Report::new(limits, server);
+    eprintln!("benchmarking intake ...");
+    let intake = intake::measure(
+        &bin,
+        &cwd,
+        &intake::Options {
+            count: cli.intake_count,
+            max_secs: cli.intake_max_secs,
+            repeats: cli.intake_repeats,
+            pg: cli.pg.filter(|s| !s.is_empty()),
+        },
+    )?;
+
+    let report = report::Report::new(limits, server, intake);
     let markdown = report.markdown();
     report.write(&cli.out, &markdown)?;
     println!("{markdown}");

@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::Context as _;
 use serde::Serialize;
 
+use crate::intake::{Auth, Intake, IntakeRun};
 use crate::limits::Limits;
 use crate::server::ServerRun;
 
@@ -20,6 +21,24 @@ pub const DESIGN_FSYNC_PER_SEC: f64 = 700.0;
 pub const DESIGN_SEQ_WRITE_MB_PER_SEC: f64 = 190.0;
 /// DESIGN: AES-256-GCM per core on the development machine, MB/s.
 pub const DESIGN_AES_MB_PER_SEC: f64 = 2000.0;
+/// Issue target: app-user token intake at concurrency 16, submissions/s.
+pub const TOKEN_C16_TARGET: f64 = 3000.0;
+/// Issue target: p99 latency of token intake at concurrency 16, ms.
+pub const TOKEN_C16_P99_TARGET_MS: f64 = 20.0;
+/// Issue target: token intake at concurrency 1, submissions/s.
+pub const TOKEN_C1_TARGET: f64 = 1000.0;
+/// Issue target: Basic-auth intake (taken at concurrency 16), submissions/s.
+pub const BASIC_TARGET: f64 = 1500.0;
+/// Issue target: attachment intake as a fraction of the measured sequential write rate.
+pub const ATTACHMENT_SEQ_WRITE_TARGET: f64 = 0.70;
+/// Issue target: peak RSS at concurrency 64, MB (treated as MiB here).
+pub const RSS_C64_TARGET_MIB: f64 = 200.0;
+/// ODK Central on this machine kind, concurrency 1, submissions/s.
+pub const CENTRAL_C1: f64 = 35.9;
+/// ODK Central on this machine kind, concurrency 16, submissions/s.
+pub const CENTRAL_C16: f64 = 74.0;
+/// The issue's headline: intake 40× faster than ODK Central.
+pub const CENTRAL_FACTOR_TARGET: f64 = 40.0;
 
 /// Where the numbers were taken.
 #[derive(Debug, Serialize)]
@@ -30,7 +49,7 @@ pub struct Machine {
     pub kernel: String,
     /// CPU model from `/proc/cpuinfo`.
     pub cpu_model: String,
-    /// Short git commit of the working tree (`git rev-parse --short HEAD`).
+    /// Short git commit of the working tree, `-dirty` if it has uncommitted changes.
     pub git_commit: String,
     /// UTC date and time of the run.
     pub date: String,
@@ -54,7 +73,9 @@ impl Machine {
             nproc,
             kernel: command_line("uname", &["-r"]),
             cpu_model,
-            git_commit: command_line("git", &["rev-parse", "--short", "HEAD"]),
+            // `-dirty` when the tree has uncommitted changes: the binary measured was then
+            // built from more than the commit says.
+            git_commit: command_line("git", &["describe", "--always", "--dirty", "--abbrev=7"]),
             date: command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         }
     }
@@ -86,15 +107,18 @@ pub struct Report {
     pub limits: Limits,
     /// One entry per server start.
     pub server: Vec<ServerRun>,
+    /// Intake runs.
+    pub intake: Intake,
 }
 
 impl Report {
     /// Assembles a report, detecting the machine now.
-    pub fn new(limits: Limits, server: Vec<ServerRun>) -> Self {
+    pub fn new(limits: Limits, server: Vec<ServerRun>, intake: Intake) -> Self {
         Report {
             machine: Machine::detect(),
             limits,
             server,
+            intake,
         }
     }
 
@@ -202,9 +226,250 @@ impl Report {
                 "",
             );
         }
+        self.intake_markdown(&mut s);
         s
     }
 
+    /// The intake tables: one row per run, then the issue's targets side by side.
+    fn intake_markdown(&self, s: &mut String) {
+        let seq = self.limits.seq_write_mb_per_sec;
+        let _ = writeln!(s, "\n## Intake\n");
+        let _ = writeln!(
+            s,
+            "{} submissions per run (time cap applies), server restarted per run; each row is \
+             the median of {} runs by throughput (range in brackets). Latency is per request \
+             over all requests of that run; *Server cores*, *Client cores* and *Other cores* \
+             (everything else: PostgreSQL, or anything competing) are CPU seconds ÷ wall \
+             seconds on this {}-CPU machine.\n",
+            self.intake.runs.first().map_or(0, |r| r.requested),
+            self.intake.runs.first().map_or(0, |r| r.repeats),
+            self.machine.nproc
+        );
+        let _ = writeln!(
+            s,
+            "| Backend | Auth | Payload | c | 201 / sent | Errors (all runs) | Subs/s (min–max) | p50 ms | p99 ms | \
+             p99.9 ms | Peak RSS MiB | Server CPU s | Server CPU ms/sub | Server cores | \
+             Client cores | Other cores | × Central | Bound |"
+        );
+        let _ = writeln!(
+            s,
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for r in &self.intake.runs {
+            let payload = if r.attachment_bytes > 0 {
+                format!("XML + {} KiB", r.attachment_bytes / 1024)
+            } else {
+                "XML ~1 KB".to_owned()
+            };
+            let central =
+                central_for(r).map_or_else(|| "—".to_owned(), |c| format!("{:.0}×", r.per_sec / c));
+            let rate = format!(
+                "{} ({}–{})",
+                fmt(r.per_sec),
+                fmt(r.per_sec_min),
+                fmt(r.per_sec_max)
+            );
+            let bound = if r.attachment_bytes > 0 {
+                format!(
+                    "{} MB/s = {:.2} of seq write",
+                    fmt(r.attachment_mb_per_sec),
+                    r.attachment_mb_per_sec / seq
+                )
+            } else {
+                "—".to_owned()
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {:?} | {payload} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} \
+                 | {:.2} | {:.2} | {:.2} | {central} | {bound} |",
+                r.backend,
+                r.auth,
+                r.concurrency,
+                r.created,
+                r.sent,
+                r.errors_all_repeats,
+                rate,
+                fmt(r.p50_ms),
+                fmt(r.p99_ms),
+                fmt(r.p999_ms),
+                fmt(r.peak_rss_mib),
+                fmt(r.server_cpu_s),
+                fmt(r.cpu_ms_per_submission()),
+                r.server_cpu_s / r.elapsed_s.max(1e-9),
+                r.client_cpu_s / r.elapsed_s.max(1e-9),
+                r.other_cpu_s / r.elapsed_s.max(1e-9),
+            );
+        }
+
+        let _ = writeln!(s, "\n### Targets\n");
+        let _ = writeln!(
+            s,
+            "| Backend | Target | Measured | Fraction of target | Met |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---|");
+        let mut backends: Vec<&str> = Vec::new();
+        for r in &self.intake.runs {
+            if !backends.contains(&r.backend.as_str()) {
+                backends.push(&r.backend);
+            }
+        }
+        for b in backends {
+            let find = |auth: Auth, attachment: bool, c: usize| {
+                self.intake.runs.iter().find(|r| {
+                    r.backend == b
+                        && r.auth == auth
+                        && (r.attachment_bytes > 0) == attachment
+                        && r.concurrency == c
+                })
+            };
+            // (target, measured text, fraction of target, met)
+            let mut rows: Vec<(String, String, f64, bool)> = Vec::new();
+            if let Some(r) = find(Auth::Token, false, 16) {
+                rows.push(at_least(
+                    "token, c=16: ≥ 3000 subs/s",
+                    r.per_sec,
+                    TOKEN_C16_TARGET,
+                    "/s",
+                ));
+                rows.push((
+                    "token, c=16: p99 < 20 ms".to_owned(),
+                    format!("{} ms", fmt(r.p99_ms)),
+                    r.p99_ms / TOKEN_C16_P99_TARGET_MS,
+                    r.p99_ms < TOKEN_C16_P99_TARGET_MS,
+                ));
+            }
+            if let Some(r) = find(Auth::Token, false, 1) {
+                rows.push(at_least(
+                    "token, c=1: ≥ 1000 subs/s",
+                    r.per_sec,
+                    TOKEN_C1_TARGET,
+                    "/s",
+                ));
+            }
+            if let Some(r) = find(Auth::Basic, false, 16) {
+                rows.push(at_least(
+                    "Basic, c=16: ≥ 1500 subs/s",
+                    r.per_sec,
+                    BASIC_TARGET,
+                    "/s",
+                ));
+            }
+            if let Some(r) = find(Auth::Token, true, 16) {
+                let frac = r.attachment_mb_per_sec / seq;
+                rows.push((
+                    format!(
+                        "100 KiB attachments, c=16: ≥ 70% of seq write ({} MB/s)",
+                        fmt(seq)
+                    ),
+                    format!(
+                        "{} MB/s = {:.0}%",
+                        fmt(r.attachment_mb_per_sec),
+                        frac * 100.0
+                    ),
+                    frac / ATTACHMENT_SEQ_WRITE_TARGET,
+                    frac >= ATTACHMENT_SEQ_WRITE_TARGET,
+                ));
+            }
+            let c64 = self
+                .intake
+                .runs
+                .iter()
+                .filter(|r| r.backend == b && r.concurrency == 64)
+                .map(|r| r.peak_rss_mib)
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+            if let Some(rss) = c64 {
+                rows.push((
+                    "peak RSS at c=64 (worst of token/Basic) < 200 MB".to_owned(),
+                    format!("{} MiB", fmt(rss)),
+                    rss / RSS_C64_TARGET_MIB,
+                    rss < RSS_C64_TARGET_MIB,
+                ));
+            }
+            for (c, central) in [(1, CENTRAL_C1), (16, CENTRAL_C16)] {
+                if let Some(r) = find(Auth::Token, false, c) {
+                    let factor = r.per_sec / central;
+                    rows.push((
+                        format!("token, c={c}: ≥ 40× ODK Central ({central}/s)"),
+                        format!("{factor:.0}×"),
+                        factor / CENTRAL_FACTOR_TARGET,
+                        factor >= CENTRAL_FACTOR_TARGET,
+                    ));
+                }
+            }
+            for (target, measured, fraction, met) in rows {
+                let _ = writeln!(
+                    s,
+                    "| {b} | {target} | {measured} | {fraction:.2} | {} |",
+                    if met { "yes" } else { "**no**" }
+                );
+            }
+        }
+
+        let mut notes: Vec<String> = self.intake.notes.clone();
+        for r in &self.intake.runs {
+            if let Some(e) = &r.first_error {
+                notes.push(format!(
+                    "{} {:?} c={} ({} B attachment): {} errors; first: {}",
+                    r.backend,
+                    r.auth,
+                    r.concurrency,
+                    r.attachment_bytes,
+                    r.errors_all_repeats,
+                    e.replace('|', "\\|").replace('\n', " ")
+                ));
+            }
+            let other = r.other_cpu_s / r.elapsed_s.max(1e-9);
+            // On the embedded store nothing else should run; PostgreSQL's own CPU is expected.
+            if r.backend == "SQLite" && other > 0.25 {
+                notes.push(format!(
+                    "{} {:?} c={}{}: other processes used {other:.2} cores during the run, so \
+                     its numbers are probably depressed; re-run on a quiet machine.",
+                    r.backend,
+                    r.auth,
+                    r.concurrency,
+                    if r.attachment_bytes > 0 {
+                        " with attachments"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            if r.sent < r.requested {
+                notes.push(format!(
+                    "{} {:?} c={}: stopped by the time cap after {} of {} submissions.",
+                    r.backend, r.auth, r.concurrency, r.sent, r.requested
+                ));
+            }
+        }
+        if !notes.is_empty() {
+            let _ = writeln!(s, "\nNotes:\n");
+            for n in notes {
+                let _ = writeln!(s, "- {n}");
+            }
+        }
+    }
+}
+
+/// ODK Central's rate at this run's concurrency, where one was measured.
+fn central_for(r: &IntakeRun) -> Option<f64> {
+    match (r.attachment_bytes, r.concurrency) {
+        (0, 1) => Some(CENTRAL_C1),
+        (0, 16) => Some(CENTRAL_C16),
+        _ => None,
+    }
+}
+
+/// A "measured ≥ target" row.
+fn at_least(target: &str, value: f64, goal: f64, unit: &str) -> (String, String, f64, bool) {
+    (
+        target.to_owned(),
+        format!("{}{unit}", fmt(value)),
+        value / goal,
+        value >= goal,
+    )
+}
+
+impl Report {
     /// Writes `latest.json` and `latest.md` into `dir`, creating it if needed.
     pub fn write(&self, dir: &Path, markdown: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

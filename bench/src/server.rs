@@ -103,14 +103,44 @@ pub fn measure(
 }
 
 /// A running server; killed on drop if the benchmark bails out half-way.
-struct Running {
+pub struct Running {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// `http://127.0.0.1:PORT`, from the server's "listening on" line.
+    pub base: String,
 }
 
 impl Running {
-    fn stderr_text(&self) -> String {
+    /// The server's stderr so far, for error messages.
+    pub fn stderr_text(&self) -> String {
         self.stderr.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// The server's process id, for `/proc` readings.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the time taken and whether it was clean.
+    pub async fn stop(&mut self, label: &str) -> anyhow::Result<(Duration, bool)> {
+        let pid = self.pid();
+        let stopping = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("cannot run kill -TERM")?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        loop {
+            if let Some(exit) = self.child.try_wait().context("waiting for fieldvault")? {
+                return Ok((stopping.elapsed(), exit.success()));
+            }
+            if stopping.elapsed() > STOP_TIMEOUT {
+                bail!("{label}: fieldvault did not stop within {STOP_TIMEOUT:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 }
 
@@ -123,30 +153,35 @@ impl Drop for Running {
     }
 }
 
-async fn one_run(
-    bin: &Path,
-    cwd: &Path,
-    data_dir: &Path,
-    client: &reqwest::Client,
-    requests: usize,
-    label: &str,
-) -> anyhow::Result<ServerRun> {
+/// A `fieldvault` command with a clean `FIELDVAULT_*` environment plus `env`, run in `cwd`
+/// (which has no fieldvault.toml), so only the defaults and what the benchmark sets apply.
+pub fn command(bin: &Path, cwd: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(bin);
-    // A clean environment and a cwd without fieldvault.toml: measure the defaults only.
     cmd.current_dir(cwd);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("FIELDVAULT_") {
             cmd.env_remove(k);
         }
     }
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+    cmd.envs(env.iter().copied());
+    cmd.arg("--data-dir").arg(data_dir);
+    cmd
+}
+
+/// Starts `fieldvault serve --listen 127.0.0.1:0` and waits for its "listening on" line.
+/// Blocking: call it before any load is running.
+pub fn spawn(
+    bin: &Path,
+    cwd: &Path,
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    label: &str,
+) -> anyhow::Result<Running> {
+    let mut cmd = command(bin, cwd, data_dir, env);
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-
-    let spawned = Instant::now();
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
@@ -156,6 +191,7 @@ async fn one_run(
     let mut server = Running {
         child,
         stderr: stderr.clone(),
+        base: String::new(),
     };
     // Drain stdout (the access log) so a full pipe can never stall the server.
     if let Some(mut out) = stdout {
@@ -177,34 +213,60 @@ async fn one_run(
     let base = match rx.recv_timeout(START_TIMEOUT) {
         Ok(base) => base,
         Err(_) => bail!(
-            "{label} start: fieldvault did not print its address:\n{}",
+            "{label}: fieldvault did not print its address:\n{}",
             server.stderr_text()
         ),
     };
     if !base.starts_with("http://127.0.0.1:") {
-        bail!("{label} start: unexpected listen address {base}");
+        bail!("{label}: unexpected listen address {base}");
     }
-    let healthz = format!("{base}/healthz");
+    server.base = base;
+    Ok(server)
+}
 
-    // Cold start ends at the first successful health check, not at the log line.
+/// Polls `GET /healthz` until it answers 200 (or [`START_TIMEOUT`] after `since`).
+pub async fn wait_healthy(
+    client: &reqwest::Client,
+    server: &Running,
+    since: Instant,
+    label: &str,
+) -> anyhow::Result<()> {
+    let healthz = format!("{}/healthz", server.base);
     loop {
         if let Ok(r) = client.get(&healthz).send().await
             && r.status() == reqwest::StatusCode::OK
         {
-            break;
+            return Ok(());
         }
-        if spawned.elapsed() > START_TIMEOUT {
+        if since.elapsed() > START_TIMEOUT {
             bail!(
-                "{label} start: /healthz never returned 200:\n{}",
+                "{label}: /healthz never returned 200:\n{}",
                 server.stderr_text()
             );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+async fn one_run(
+    bin: &Path,
+    cwd: &Path,
+    data_dir: &Path,
+    client: &reqwest::Client,
+    requests: usize,
+    label: &str,
+) -> anyhow::Result<ServerRun> {
+    let spawned = Instant::now();
+    let mut server = spawn(bin, cwd, data_dir, &[], &format!("{label} start"))?;
+    let base = server.base.clone();
+    let healthz = format!("{base}/healthz");
+
+    // Cold start ends at the first successful health check, not at the log line.
+    wait_healthy(client, &server, spawned, &format!("{label} start")).await?;
     let cold_start_ms = spawned.elapsed().as_secs_f64() * 1e3;
 
     tokio::time::sleep(IDLE_SETTLE).await;
-    let pid = server.child.id();
+    let pid = server.pid();
     let idle_rss_mib = rss_mib(pid)?;
 
     let mut latencies = Vec::with_capacity(requests);
@@ -225,24 +287,8 @@ async fn one_run(
     latencies.sort_unstable();
     let rss_after_healthz_mib = rss_mib(pid)?;
 
-    let stopping = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .context("cannot run kill -TERM")?;
-    if !status.success() {
-        bail!("kill -TERM {pid} failed");
-    }
-    let exit = loop {
-        if let Some(exit) = server.child.try_wait().context("waiting for fieldvault")? {
-            break exit;
-        }
-        if stopping.elapsed() > STOP_TIMEOUT {
-            bail!("{label} start: fieldvault did not stop within {STOP_TIMEOUT:?} of SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
-    let shutdown_ms = stopping.elapsed().as_secs_f64() * 1e3;
+    let (shutdown, clean_exit) = server.stop(&format!("{label} start")).await?;
+    let shutdown_ms = shutdown.as_secs_f64() * 1e3;
 
     Ok(ServerRun {
         label: label.to_owned(),
@@ -253,24 +299,35 @@ async fn one_run(
         healthz_p50_us: percentile_us(&latencies, 0.50),
         healthz_p99_us: percentile_us(&latencies, 0.99),
         shutdown_ms,
-        clean_exit: exit.success(),
+        clean_exit,
     })
 }
 
 /// Resident set size of a process in MiB, from `/proc/<pid>/status` (Linux only).
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// Peak resident set size since the process started (`VmHWM`), in MiB: catches short spikes
+/// that periodic `VmRSS` sampling would miss.
+pub fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    status_mib(pid, "VmHWM:")
+}
+
+/// One `kB` line of `/proc/<pid>/status`, in MiB.
+fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmRSS line in {path}"))?;
+        .with_context(|| format!("no {field} line in {path}"))?;
     Ok(kib / 1024.0)
 }
 
 /// Nearest-rank percentile of sorted durations, in microseconds (0 for an empty list).
-fn percentile_us(sorted: &[Duration], q: f64) -> f64 {
+pub fn percentile_us(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
