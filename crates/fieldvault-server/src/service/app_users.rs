@@ -128,19 +128,7 @@ pub async fn assign_form(
     xml_form_id: &str,
     app_user: i64,
 ) -> Result<(), ServiceError> {
-    manager(store, actor, project).await?;
-    let form = live_form(store, project, xml_form_id).await?;
-    let row = active_app_user(store, project, app_user).await?;
-    store.assign_form(row.id, form.id).await?;
-    super::audit::record(
-        store,
-        super::audit::actor_name(actor, None),
-        "app_user.assign",
-        Some(format!("project:{}/app-user:{}", project.0, row.id)),
-        serde_json::json!({ "form": form.xml_form_id }),
-    )
-    .await?;
-    Ok(())
+    set_assignment(store, actor, project, xml_form_id, app_user, true).await
 }
 
 /// Withdraws that permission. Idempotent.
@@ -151,19 +139,37 @@ pub async fn unassign_form(
     xml_form_id: &str,
     app_user: i64,
 ) -> Result<(), ServiceError> {
+    set_assignment(store, actor, project, xml_form_id, app_user, false).await
+}
+
+async fn set_assignment(
+    store: &dyn Store,
+    actor: &Actor,
+    project: ProjectId,
+    xml_form_id: &str,
+    app_user: i64,
+    assigned: bool,
+) -> Result<(), ServiceError> {
     manager(store, actor, project).await?;
     let form = live_form(store, project, xml_form_id).await?;
     let row = active_app_user(store, project, app_user).await?;
-    store.unassign_form(row.id, form.id).await?;
+    if assigned {
+        store.assign_form(row.id, form.id).await?;
+    } else {
+        store.unassign_form(row.id, form.id).await?;
+    }
     super::audit::record(
         store,
         super::audit::actor_name(actor, None),
-        "app_user.unassign",
+        if assigned {
+            "app_user.assign"
+        } else {
+            "app_user.unassign"
+        },
         Some(format!("project:{}/app-user:{}", project.0, row.id)),
         serde_json::json!({ "form": form.xml_form_id }),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// 404 for callers who cannot see the project, 403 for those who see it but may not manage
