@@ -87,6 +87,9 @@ pub trait Store:
     /// Creates an account. Fails with `Conflict{users_username_key}` for a taken name.
     async fn create_user(&self, new: &NewUser) -> Result<UserRow, StoreError>;
 
+    /// Replaces an account's password hash (a changed password, or a stronger hash at login).
+    async fn update_password_hash(&self, id: UserId, hash: &str) -> Result<(), StoreError>;
+
     /// Finds an account by name, case-insensitively.
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError>;
 

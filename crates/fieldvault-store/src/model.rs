@@ -57,6 +57,8 @@ pub struct NewUser {
     pub password_hash: String,
     /// Site administrator.
     pub superuser: bool,
+    /// False for an account imported as inactive.
+    pub active: bool,
 }
 
 /// A data key as stored: wrapped under the master key, bound to its id.

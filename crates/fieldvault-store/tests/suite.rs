@@ -33,6 +33,7 @@ fn user(name: &str) -> NewUser {
         email: Some(format!("{name}@example.org")),
         password_hash: "pbkdf2_sha256$1000$salt$aGFzaA==".into(),
         superuser: false,
+        active: true,
     }
 }
 
@@ -80,6 +81,23 @@ async fn suite(settings: StorageSettings) {
         "alice"
     );
     assert!(store.user_by_id(UserId(9_999)).await.unwrap().is_none());
+    store
+        .update_password_hash(alice.user_id(), "pbkdf2_sha256$2000$salt$aGFzaA==")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .user_by_id(alice.user_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .contains("$2000$")
+    );
+    assert!(matches!(
+        store.update_password_hash(UserId(9_999), "x").await,
+        Err(StoreError::NotFound)
+    ));
     assert!(
         !format!("{alice:?}").contains("pbkdf2"),
         "hashes stay out of Debug"

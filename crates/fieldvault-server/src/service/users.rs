@@ -47,6 +47,7 @@ pub async fn create(
             email: new.email,
             password_hash: hash,
             superuser: new.superuser,
+            active: true,
         })
         .await
     {
@@ -118,10 +119,10 @@ pub async fn login(
             retry_after_ms: wait,
         });
     }
-    let user = verify_password(store, username, password).await?;
-    if user.is_some() {
+    let user = verify_password(store, username, password.clone()).await?;
+    if let Some(u) = user {
         store.throttle_clear(&pair).await?;
-        return Ok(user);
+        return Ok(Some(rehash_if_weak(store, u, password).await?));
     }
     store
         .throttle_update(&pair, &|s: LockState| s.fail(&ACCOUNT_IP, now))
@@ -130,6 +131,25 @@ pub async fn login(
         .throttle_update(&addr, &|s: LockState| s.fail(&IP, now))
         .await?;
     Ok(None)
+}
+
+/// After a successful check: if the stored hash is weaker than the current policy (an imported
+/// KoboToolbox hash, or one made under an older iteration count), store a fresh one (M1).
+async fn rehash_if_weak(
+    store: &dyn Store,
+    mut user: UserRow,
+    password: SecretString,
+) -> Result<UserRow, ServiceError> {
+    let iterations = password::DEFAULT_ITERATIONS;
+    if !password::needs_rehash(&user.password_hash, iterations) {
+        return Ok(user);
+    }
+    let hash = tokio::task::spawn_blocking(move || password::hash(&password, iterations))
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+    store.update_password_hash(user.user_id(), &hash).await?;
+    user.password_hash = hash;
+    Ok(user)
 }
 
 /// Checks a username and password; `None` when either is wrong or the account is inactive.

@@ -47,16 +47,29 @@ macro_rules! shared_store_impl {
             ) -> Result<$crate::UserRow, $crate::StoreError> {
                 Ok(sqlx::query_as(
                     "INSERT INTO users (username, email, password_hash, superuser, active, created_at) \
-                     VALUES ($1, $2, $3, $4, TRUE, $5) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
                      RETURNING id, username, email, password_hash, superuser, active, created_at",
                 )
                 .bind(&new.username)
                 .bind(&new.email)
                 .bind(&new.password_hash)
                 .bind(new.superuser)
+                .bind(new.active)
                 .bind($crate::now_ms())
                 .fetch_one(&self.pool)
                 .await?)
+            }
+
+            async fn update_password_hash(&self, id: fieldvault_core::UserId, hash: &str) -> Result<(), $crate::StoreError> {
+                let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .bind(hash)
+                    .bind(id.0)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound);
+                }
+                Ok(())
             }
 
             async fn user_by_username(

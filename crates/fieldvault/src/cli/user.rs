@@ -24,10 +24,72 @@ pub enum Cmd {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Import accounts exported from KoboToolbox (CSV with header, or JSON): username, email,
+    /// password (Django hash), is_superuser, is_active. Django PBKDF2 hashes keep working; other
+    /// formats are imported locked until `set-password`.
+    ImportKobo {
+        /// The export file.
+        file: std::path::PathBuf,
+    },
+    /// Set an account's password (read from standard input); ends its sessions.
+    SetPassword {
+        /// Login name.
+        name: String,
+        /// Read the password from standard input (one line). Required.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 pub async fn run(cmd: &Cmd, config: Arc<Config>, passphrase_stdin: bool) -> anyhow::Result<()> {
+    let actor = Actor::Operator {
+        os_user: super::os_user(),
+    };
     match cmd {
+        Cmd::ImportKobo { file } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let records = fieldvault_server::service::import::parse(&text)?;
+            let settings = super::storage_settings(&config, passphrase_stdin)?;
+            let opened = fieldvault_store::open(&settings, true).await?;
+            let report = fieldvault_server::service::import::import_kobo(
+                opened.store.as_ref(),
+                &actor,
+                records,
+            )
+            .await?;
+            opened.store.close().await;
+            println!(
+                "Imported {} account(s) with their passwords; {} need a new password; {} skipped.",
+                report.created.len(),
+                report.reset_required.len(),
+                report.skipped.len()
+            );
+            for name in &report.reset_required {
+                println!(
+                    "  needs a password: {name}  (fieldvault user set-password {name} --password-stdin)"
+                );
+            }
+            for (name, why) in &report.skipped {
+                println!("  skipped {name}: {why}");
+            }
+            Ok(())
+        }
+        Cmd::SetPassword { name, .. } => {
+            let settings = super::storage_settings(&config, passphrase_stdin)?;
+            let password = super::read_secret_line("New password: ", true)?;
+            let opened = fieldvault_store::open(&settings, false).await?;
+            fieldvault_server::service::import::set_password(
+                opened.store.as_ref(),
+                &actor,
+                name,
+                password,
+            )
+            .await?;
+            opened.store.close().await;
+            println!("Password set for {name}; their sessions were ended.");
+            Ok(())
+        }
         Cmd::Create {
             name,
             superuser,

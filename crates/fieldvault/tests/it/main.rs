@@ -7,6 +7,7 @@ mod api_projects;
 mod audit;
 mod encrypted;
 mod harness;
+mod import;
 mod keys;
 mod odk_cli;
 mod openrosa;
