@@ -50,15 +50,15 @@ fn yes() -> bool {
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum B {
-        B(bool),
-        S(String),
-        N(i64),
+    enum Flag {
+        Bool(bool),
+        Text(String),
+        Number(i64),
     }
-    Ok(match B::deserialize(d)? {
-        B::B(b) => b,
-        B::N(n) => n != 0,
-        B::S(s) => matches!(
+    Ok(match Flag::deserialize(d)? {
+        Flag::Bool(b) => b,
+        Flag::Number(n) => n != 0,
+        Flag::Text(s) => matches!(
             s.trim().to_ascii_lowercase().as_str(),
             "t" | "true" | "1" | "yes"
         ),
