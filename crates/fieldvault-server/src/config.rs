@@ -143,6 +143,18 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed. Unset: headers ignored, the peer address is the client.",
     },
     OptionDoc {
+        key: "http.allow_cidrs",
+        default: "-",
+        secret: false,
+        doc: "Comma-separated CIDRs allowed to reach the server at all; others get 403. Unset: everyone (collectors connect from anywhere).",
+    },
+    OptionDoc {
+        key: "admin.allow_cidrs",
+        default: "127.0.0.0/8,::1/128",
+        secret: false,
+        doc: "Comma-separated CIDRs from which the admin surface (`/v1/admin/…`, `/v1/audits`) answers; from anywhere else it answers 404 (M5).",
+    },
+    OptionDoc {
         key: "http.hsts_max_age_secs",
         default: "31536000",
         secret: false,
@@ -247,6 +259,10 @@ pub struct Config {
     #[allow(missing_docs)]
     pub hsts_max_age_secs: u64,
     #[allow(missing_docs)]
+    pub allow_cidrs: Vec<IpNet>,
+    #[allow(missing_docs)]
+    pub admin_allow_cidrs: Vec<IpNet>,
+    #[allow(missing_docs)]
     pub max_attachment_bytes: u64,
     #[allow(missing_docs)]
     pub allow_plaintext_to_encrypted_forms: bool,
@@ -280,6 +296,11 @@ impl Default for Config {
             request_timeout_secs: 300,
             trusted_proxies: Vec::new(),
             hsts_max_age_secs: 31_536_000,
+            allow_cidrs: Vec::new(),
+            admin_allow_cidrs: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
             max_attachment_bytes: 104_857_600,
             allow_plaintext_to_encrypted_forms: false,
             log_format: LogFormat::Json,
@@ -393,6 +414,8 @@ impl Config {
                 }
                 self.request_timeout_secs = n;
             }
+            "http.allow_cidrs" => self.allow_cidrs = parse_cidrs(v)?,
+            "admin.allow_cidrs" => self.admin_allow_cidrs = parse_cidrs(v)?,
             "http.trusted_proxies" => {
                 self.trusted_proxies = v
                     .split(',')
@@ -567,6 +590,8 @@ impl Config {
                 }
             }
             "http.hsts_max_age_secs" => self.hsts_max_age_secs.to_string(),
+            "http.allow_cidrs" => cidrs(&self.allow_cidrs),
+            "admin.allow_cidrs" => cidrs(&self.admin_allow_cidrs),
             "intake.max_attachment_bytes" => self.max_attachment_bytes.to_string(),
             "intake.allow_plaintext_to_encrypted_forms" => {
                 self.allow_plaintext_to_encrypted_forms.to_string()
@@ -598,6 +623,29 @@ impl Config {
             ));
         }
         out
+    }
+}
+
+fn parse_cidrs(v: &str) -> Result<Vec<IpNet>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s:?} is not an IP address or CIDR"))
+        })
+        .collect()
+}
+
+fn cidrs(list: &[IpNet]) -> String {
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

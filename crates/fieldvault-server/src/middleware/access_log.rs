@@ -64,7 +64,10 @@ pub async fn layer(
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
 
-    let mut resp = REQUEST_ID.scope(request_id.clone(), next.run(req)).await;
+    let mut resp = match address_gate(&app, &client, &path) {
+        Some(refusal) => refusal,
+        None => REQUEST_ID.scope(request_id.clone(), next.run(req)).await,
+    };
 
     // Limits enforced by tower layers answer with plain text; give them the API's error shape.
     let status = resp.status();
@@ -148,6 +151,29 @@ pub async fn layer(
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     resp
+}
+
+/// The address rules (M5): `http.allow_cidrs` for the whole server (403), and
+/// `admin.allow_cidrs` for the admin surface, which answers 404 elsewhere so it cannot even be
+/// found from outside.
+fn address_gate(app: &App, client: &client_ip::ClientInfo, path: &str) -> Option<Response> {
+    let allowed = |list: &[ipnet::IpNet]| list.iter().any(|n| n.contains(&client.ip));
+    if !app.config.allow_cidrs.is_empty() && !allowed(&app.config.allow_cidrs) {
+        return Some(error_response(
+            StatusCode::FORBIDDEN,
+            "request.address_not_allowed",
+            "This server does not accept requests from your address.",
+        ));
+    }
+    let admin = path.starts_with("/v1/admin") || path.starts_with("/v1/audits");
+    if admin && !allowed(&app.config.admin_allow_cidrs) {
+        return Some(error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Could not find the resource you were looking for.",
+        ));
+    }
+    None
 }
 
 /// Query parameters that carry credentials in some clients (Central's `st`, generic `token`).

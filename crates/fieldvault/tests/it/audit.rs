@@ -157,3 +157,76 @@ async fn tampering_is_found() {
     assert!(!ok);
     db.drop_db().await;
 }
+
+/// The admin surface answers only from `admin.allow_cidrs` (404 elsewhere, so it cannot be found);
+/// `http.allow_cidrs` closes the whole server to other addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_surface_only_from_the_allowlist() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("FIELDVAULT_HTTP_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("FIELDVAULT_ADMIN_ALLOW_CIDRS", "10.0.0.0/8"),
+    ];
+    let srv = Server::start(dir.path(), &env);
+    create_user(dir.path(), &[], "admin", true);
+    let c = client();
+    let from = |ip: &'static str| {
+        c.get(srv.url("/v1/audits"))
+            .header("X-Forwarded-For", ip)
+            .header("X-Forwarded-Proto", "https")
+            .basic_auth("admin", Some(PASSWORD))
+    };
+    assert_eq!(
+        from("203.0.113.9").send().await.unwrap().status(),
+        404,
+        "hidden from outside"
+    );
+    let r = from("10.4.5.6").send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // Without X-Forwarded-For the client is loopback, which this configuration does not allow.
+    let r = c
+        .get(srv.url("/v1/audits/verify"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Everything else is reachable from anywhere.
+    let r = c
+        .get(srv.url("/healthz"))
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(srv.stop());
+
+    let srv = Server::start(
+        dir.path(),
+        &[
+            ("FIELDVAULT_HTTP_TRUSTED_PROXIES", "127.0.0.1/32"),
+            ("FIELDVAULT_HTTP_ALLOW_CIDRS", "10.0.0.0/8"),
+        ],
+    );
+    let r = c
+        .get(srv.url("/healthz"))
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "request.address_not_allowed"
+    );
+    assert_eq!(
+        c.get(srv.url("/healthz"))
+            .header("X-Forwarded-For", "10.0.0.7")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(srv.stop());
+}
