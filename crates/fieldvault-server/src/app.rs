@@ -25,6 +25,8 @@ pub struct App {
     pub started: Instant,
     /// Group-commit queue for submissions.
     pub ingest: crate::service::ingest_queue::IngestQueue,
+    /// Short-lived cache of intake lookups.
+    pub hot: Arc<crate::service::hot_cache::HotCache>,
     /// Verified Basic credentials.
     pub auth_cache: Arc<crate::auth_cache::AuthCache>,
 }
@@ -44,6 +46,7 @@ impl App {
                 opened.store.clone(),
                 opened.blobs.clone(),
             ),
+            hot: Arc::new(crate::service::hot_cache::HotCache::default()),
             auth_cache: Arc::new(crate::auth_cache::AuthCache::default()),
         }
     }

@@ -51,6 +51,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     projects::delete(app.store.as_ref(), &who.actor, ProjectId(path_id(&id)?)).await?;
+    app.hot.clear();
     Ok(success())
 }
 
@@ -132,6 +133,7 @@ async fn update(
         archived: body.archived.map(|a| a.unwrap_or(false)),
     };
     let row = projects::update(app.store.as_ref(), &who.actor, id, patch).await?;
+    app.hot.clear();
     Ok(Json(project_json(&row)))
 }
 
@@ -144,5 +146,6 @@ async fn grant_role(
     let id = ProjectId(path_id(&id)?);
     let user = UserId(path_id(&user)?);
     projects::grant_role(app.store.as_ref(), &who.actor, id, &role, user).await?;
+    app.hot.clear();
     Ok(success())
 }

@@ -151,6 +151,7 @@ pub async fn replace_draft(
         });
     }
     let def = app.store.replace_draft(form.id, &def).await?;
+    app.hot.clear();
     let media = app.store.form_attachments(def.id).await?;
     Ok(FormView { form, def, media })
 }
@@ -194,6 +195,7 @@ pub async fn publish(
         }
         other => other?,
     };
+    app.hot.clear();
     super::audit::record(
         app.store.as_ref(),
         super::audit::actor_name(actor, None),
@@ -285,10 +287,12 @@ pub async fn update(
             message: format!("state must be one of open, closing, closed; got {state:?}"),
         });
     }
-    Ok(app
+    let updated = app
         .store
         .update_form(form.id, state, anonymous.unwrap_or(form.anonymous))
-        .await?)
+        .await?;
+    app.hot.clear();
+    Ok(updated)
 }
 
 /// Deletes a form (soft: submissions stay, the id can be reused by a new form).
@@ -300,6 +304,7 @@ pub async fn delete(
 ) -> Result<(), ServiceError> {
     let (_, form, _) = load(app, actor, project, xml_form_id, Verb::FormUpdate).await?;
     app.store.delete_form(form.id).await?;
+    app.hot.clear();
     super::audit::record(
         app.store.as_ref(),
         super::audit::actor_name(actor, None),

@@ -16,7 +16,6 @@ use futures_util::{Stream, StreamExt as _};
 use sha2::Digest as _;
 
 use super::ServiceError;
-use super::context::project_actor;
 use crate::App;
 
 /// Largest instance XML accepted (the form data itself; files travel as attachments).
@@ -114,12 +113,39 @@ pub async fn prepare(
     let candidates = candidate_forms(app, actor, &target, &meta.xml_form_id).await?;
     let mut denied = false;
     for (pid, actor) in candidates {
-        let (project, actor) = match project_actor(app.store.as_ref(), &actor, pid).await {
-            Ok(x) => x,
-            Err(ServiceError::NotFound) => continue,
-            Err(e) => return Err(e),
+        let Some(project) = app
+            .hot
+            .project(app.store.as_ref(), pid)
+            .await?
+            .filter(|p| p.deleted_at.is_none())
+        else {
+            continue;
         };
-        let Some(form) = app.store.form(pid, &meta.xml_form_id).await? else {
+        let actor = match actor {
+            Actor::User {
+                id,
+                superuser,
+                scopes,
+                ..
+            } => {
+                let role = app.hot.role(app.store.as_ref(), pid, id).await?;
+                Actor::User {
+                    id,
+                    superuser,
+                    scopes,
+                    project_role: role
+                        .as_deref()
+                        .and_then(fieldvault_core::authz::Role::parse)
+                        .map(|r| (pid, r)),
+                }
+            }
+            other => other,
+        };
+        let Some(form) = app
+            .hot
+            .form(app.store.as_ref(), pid, &meta.xml_form_id)
+            .await?
+        else {
             continue;
         };
         let resource = Resource::Form {
@@ -142,8 +168,8 @@ pub async fn prepare(
         }
         let version = meta.version.clone().unwrap_or_default();
         let def = app
-            .store
-            .published_def_meta(form.id, &version)
+            .hot
+            .def(app.store.as_ref(), form.id, &version)
             .await?
             .ok_or_else(|| {
                 ServiceError::NotFoundWith(format!(

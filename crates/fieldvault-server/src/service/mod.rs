@@ -5,6 +5,7 @@ pub mod app_users;
 pub mod audit;
 pub mod context;
 pub mod forms;
+pub mod hot_cache;
 pub mod import;
 pub mod ingest_queue;
 pub mod intake;
