@@ -22,24 +22,26 @@ pub const TTL: Duration = Duration::from_secs(1);
 const MAX_ENTRIES: usize = 10_000;
 
 type Timed<T> = (Instant, T);
+/// A map whose entries carry the time they were stored.
+type TimedMap<K, V> = Mutex<HashMap<K, Timed<V>>>;
 
 /// The cache.
 #[derive(Default)]
 pub struct HotCache {
-    projects: Mutex<HashMap<i64, Timed<Option<ProjectRow>>>>,
-    roles: Mutex<HashMap<(i64, i64), Timed<Option<String>>>>,
-    forms: Mutex<HashMap<(i64, String), Timed<Option<FormRow>>>>,
-    defs: Mutex<HashMap<(i64, String), Timed<Option<FormDefMeta>>>>,
+    projects: TimedMap<i64, Option<ProjectRow>>,
+    roles: TimedMap<(i64, i64), Option<String>>,
+    forms: TimedMap<(i64, String), Option<FormRow>>,
+    defs: TimedMap<(i64, String), Option<FormDefMeta>>,
 }
 
-fn get<K: std::hash::Hash + Eq, V: Clone>(m: &Mutex<HashMap<K, Timed<V>>>, k: &K) -> Option<V> {
+fn get<K: std::hash::Hash + Eq, V: Clone>(m: &TimedMap<K, V>, k: &K) -> Option<V> {
     let map = m.lock().ok()?;
     map.get(k)
         .filter(|(t, _)| t.elapsed() < TTL)
         .map(|(_, v)| v.clone())
 }
 
-fn put<K: std::hash::Hash + Eq, V>(m: &Mutex<HashMap<K, Timed<V>>>, k: K, v: V) {
+fn put<K: std::hash::Hash + Eq, V>(m: &TimedMap<K, V>, k: K, v: V) {
     if let Ok(mut map) = m.lock() {
         if map.len() >= MAX_ENTRIES {
             map.clear();
@@ -133,7 +135,7 @@ mod tests {
 
     #[test]
     fn entries_expire_and_the_map_is_bounded() {
-        let m: Mutex<HashMap<i64, Timed<i64>>> = Mutex::default();
+        let m: TimedMap<i64, i64> = Mutex::default();
         put(&m, 1, 10);
         assert_eq!(get(&m, &1), Some(10));
         if let Some(old) = Instant::now().checked_sub(TTL * 2) {
