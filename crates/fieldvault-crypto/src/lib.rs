@@ -19,6 +19,7 @@ pub mod password;
 pub mod random;
 pub mod secret;
 pub mod stream;
+pub mod totp;
 
 pub use error::CryptoError;
 pub use keyring::{DataKey, MasterKey};

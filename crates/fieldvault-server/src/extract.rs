@@ -19,7 +19,7 @@ use crate::App;
 use crate::middleware::access_log::AuthSlot;
 use crate::middleware::client_ip::ClientInfo;
 use crate::problem::ApiError;
-use crate::service;
+use crate::service::{self, ServiceError};
 
 /// Prefix of session tokens.
 pub const SESSION_PREFIX: &str = "fvs_";
@@ -131,6 +131,10 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
             )
             .await?
             .ok_or_else(failed)?;
+            // A password alone does not sign in an account that has a second factor.
+            if service::two_factor::enabled(app, &user).await? {
+                return Err(ServiceError::SecondFactor { required: true }.into());
+            }
             record(slot, &user.username, "basic");
             AuthUser {
                 actor: actor(&user, Scopes::ALL),

@@ -15,6 +15,9 @@ use crate::{DataKeyRow, Store, StoreError, now_ms};
 /// `fv_meta` key of the master-key check.
 pub const KEY_CHECK_META: &str = "master_key_check";
 
+/// Id of the site data key.
+pub const SITE_KEY_ID: &str = "dk_site";
+
 /// Associated data binding a wrapped data key to its id.
 pub fn data_key_aad(id: &str) -> Vec<u8> {
     format!("datakey:{id}").into_bytes()
@@ -97,6 +100,30 @@ impl Keyring {
             })?;
         self.remember(id, &key);
         Ok(key)
+    }
+
+    /// The site data key: seals server-side secrets that belong to no project (TOTP secrets). It
+    /// is a data key like any other, so `keys rotate` re-wraps it. Created on first use; when
+    /// several instances race, the first stored key wins and every instance uses it.
+    pub async fn site_key(&self) -> Result<Key256, StoreError> {
+        if let Some(k) = self
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(SITE_KEY_ID).cloned())
+        {
+            return Ok(k);
+        }
+        if self.store.data_key(SITE_KEY_ID).await?.is_none() {
+            let key = Key256::generate()?;
+            let row = DataKeyRow {
+                id: SITE_KEY_ID.to_owned(),
+                wrapped: self.master.wrap(&key, &data_key_aad(SITE_KEY_ID))?,
+                created_at: now_ms(),
+            };
+            self.store.ensure_data_key(&row).await?;
+        }
+        self.data_key(SITE_KEY_ID).await
     }
 
     /// Drops a key from the cache (after crypto-shredding it).

@@ -21,6 +21,7 @@ pub mod sqlite;
 pub mod submissions;
 pub mod throttle;
 pub mod tokens;
+pub mod two_factor;
 
 use async_trait::async_trait;
 use fieldvault_core::{ProjectId, UserId};
@@ -40,6 +41,7 @@ pub use submissions::{
 };
 pub use throttle::ThrottleStore;
 pub use tokens::{ApiTokenRow, SessionRow, TokenStore};
+pub use two_factor::{TotpRow, TwoFactorStore};
 
 /// Which backend a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +68,15 @@ pub type Rewrap<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + Send 
 /// Everything Fieldvault keeps in its database.
 #[async_trait]
 pub trait Store:
-    FormStore + SubmissionStore + TokenStore + AuditStore + ThrottleStore + Send + Sync + 'static
+    FormStore
+    + SubmissionStore
+    + TokenStore
+    + AuditStore
+    + ThrottleStore
+    + TwoFactorStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which backend this is.
     fn backend(&self) -> Backend;

@@ -377,6 +377,40 @@ async fn suite(settings: StorageSettings) {
         LockState::default()
     );
 
+    // Second factor: a step and a recovery code are each accepted once.
+    store.set_totp_pending(alice.id, b"sealed").await.unwrap();
+    assert!(
+        !store.accept_totp_step(alice.id, 5).await.unwrap(),
+        "not before confirmation"
+    );
+    store
+        .confirm_totp(alice.id, 5, &[b"r1".to_vec(), b"r2".to_vec()])
+        .await
+        .unwrap();
+    assert!(
+        !store.accept_totp_step(alice.id, 5).await.unwrap(),
+        "the confirming step is spent"
+    );
+    assert!(store.accept_totp_step(alice.id, 6).await.unwrap());
+    assert!(
+        !store.accept_totp_step(alice.id, 6).await.unwrap(),
+        "replay"
+    );
+    assert!(store.use_recovery_code(alice.id, b"r1").await.unwrap());
+    assert!(!store.use_recovery_code(alice.id, b"r1").await.unwrap());
+    store.delete_totp(alice.id).await.unwrap();
+    assert!(store.totp(alice.id).await.unwrap().is_none());
+    let site = rotated.site_key().await.unwrap();
+    assert_eq!(
+        Keyring::attach(other.clone(), store.clone())
+            .await
+            .unwrap()
+            .site_key()
+            .await
+            .unwrap(),
+        site
+    );
+
     // Crypto-shredding: the key is gone, the project no longer points at it.
     store.destroy_data_key(&dk.id).await.unwrap();
     rotated.forget(&dk.id);
@@ -844,7 +878,13 @@ async fn embedded_store_is_encrypted_on_disk() {
 /// No file under `dir` contains `marker` in plaintext.
 fn assert_no_marker(dir: &std::path::Path, marker: &str) {
     for f in all_files(dir) {
-        let bytes = std::fs::read(&f).unwrap();
+        // A file listed a moment ago may be gone (a temporary file renamed into place, the
+        // SQLite shared-memory file): only what exists can hold plaintext.
+        let bytes = match std::fs::read(&f) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{}: {e}", f.display()),
+        };
         assert!(
             !contains(&bytes, marker.as_bytes()),
             "marker in {}",

@@ -23,6 +23,9 @@ pub fn routes() -> Router<App> {
         .route("/v1/sessions/all", delete(end_all))
         .route("/v1/sessions/{token}", delete(end))
         .route("/v1/tokens", get(list).post(create_token))
+        .route("/v1/users/current/2fa", post(enroll))
+        .route("/v1/users/current/2fa/confirm", post(confirm))
+        .route("/v1/users/current/2fa/disable", post(disable))
         .route("/v1/tokens/{id}", delete(revoke))
 }
 
@@ -32,6 +35,8 @@ struct Login {
     email: String,
     #[serde(default)]
     password: String,
+    /// The second factor (TOTP or recovery code), for accounts that have one.
+    code: Option<String>,
 }
 
 async fn create(
@@ -40,7 +45,14 @@ async fn create(
     AppJson(body): AppJson<Login>,
 ) -> Result<Json<Value>, ApiError> {
     let ip = client.map(|c| c.ip.to_string()).unwrap_or_default();
-    let s = sessions::create(&app, &body.email, SecretString::new(body.password), &ip).await?;
+    let s = sessions::create(
+        &app,
+        &body.email,
+        SecretString::new(body.password),
+        body.code.as_deref(),
+        &ip,
+    )
+    .await?;
     Ok(Json(json!({
         "createdAt": iso(s.row.created_at),
         "expiresAt": iso(s.row.expires_at),
@@ -126,5 +138,34 @@ async fn revoke(
 ) -> Result<Json<Value>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
     sessions::revoke_token(&app, &who.user, id).await?;
+    Ok(Json(json!({"success": true})))
+}
+
+#[derive(Deserialize)]
+struct Code {
+    #[serde(default)]
+    code: String,
+}
+
+async fn enroll(State(app): State<App>, who: AuthUser) -> Result<Json<Value>, ApiError> {
+    let (secret, url) = crate::service::two_factor::enroll(&app, &who.user).await?;
+    Ok(Json(json!({"secret": secret, "otpauthUrl": url})))
+}
+
+async fn confirm(
+    State(app): State<App>,
+    who: AuthUser,
+    AppJson(c): AppJson<Code>,
+) -> Result<Json<Value>, ApiError> {
+    let codes = crate::service::two_factor::confirm(&app, &who.user, &c.code).await?;
+    Ok(Json(json!({"recoveryCodes": codes})))
+}
+
+async fn disable(
+    State(app): State<App>,
+    who: AuthUser,
+    AppJson(c): AppJson<Code>,
+) -> Result<Json<Value>, ApiError> {
+    crate::service::two_factor::disable(&app, &who.user, &c.code).await?;
     Ok(Json(json!({"success": true})))
 }

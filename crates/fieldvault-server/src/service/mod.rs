@@ -12,6 +12,7 @@ pub mod intake;
 pub mod projects;
 pub mod sessions;
 pub mod submissions;
+pub mod two_factor;
 pub mod users;
 
 use fieldvault_core::CoreError;
@@ -31,6 +32,12 @@ pub enum ServiceError {
     /// The credentials presented are wrong.
     #[error("authentication failed")]
     BadCredentials,
+    /// The account's second factor is missing (`required`) or wrong.
+    #[error("second factor needed")]
+    SecondFactor {
+        /// True when no code was given.
+        required: bool,
+    },
     /// Too many attempts; retry after the given time.
     #[error("too many attempts")]
     RateLimited {
@@ -93,6 +100,18 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound => ApiError::NotFound,
             ServiceError::NotFoundWith(message) => ApiError::NotFoundWith { message },
             ServiceError::BadCredentials => crate::extract::failed(),
+            ServiceError::SecondFactor { required } => ApiError::Unauthenticated {
+                code: if required {
+                    "auth.second_factor_required"
+                } else {
+                    "auth.second_factor_failed"
+                },
+                message: if required {
+                    "This account uses two-factor sign-in: send the code from the authenticator app (or a recovery code) as \"code\".".into()
+                } else {
+                    "The two-factor code is wrong, expired or already used.".into()
+                },
+            },
             ServiceError::RateLimited { retry_after_ms } => ApiError::RateLimited {
                 retry_after_secs: u64::try_from((retry_after_ms + 999) / 1000)
                     .unwrap_or(1)

@@ -34,6 +34,7 @@ pub async fn create(
     app: &App,
     login: &str,
     password: SecretString,
+    code: Option<&str>,
     client_ip: &str,
 ) -> Result<NewSession, ServiceError> {
     if login.trim().is_empty() || password.expose().is_empty() {
@@ -55,6 +56,7 @@ pub async fn create(
         .await?;
         return Err(ServiceError::BadCredentials);
     };
+    super::two_factor::check(app, &user, code).await?;
     let token = format!("{SESSION_PREFIX}{}", random::token(TOKEN_BYTES)?);
     let row = app
         .store

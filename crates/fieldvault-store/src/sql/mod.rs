@@ -13,6 +13,7 @@ mod forms;
 mod submissions;
 mod throttle;
 mod tokens;
+mod two_factor;
 
 pub(crate) use accounts::shared_store_impl;
 pub(crate) use audit::audit_store_impl;
@@ -20,3 +21,4 @@ pub(crate) use forms::{app_user_cols, def_cols, form_cols, form_store_impl};
 pub(crate) use submissions::{submission_cols, submission_store_impl, version_cols};
 pub(crate) use throttle::{throttle_store_impl, to_state};
 pub(crate) use tokens::{api_token_cols, token_store_impl};
+pub(crate) use two_factor::two_factor_store_impl;

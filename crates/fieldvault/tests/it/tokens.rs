@@ -400,3 +400,150 @@ async fn login_throttling() {
     assert_eq!(attempt("bob", PASSWORD, "203.0.113.51").await.status(), 200);
     assert!(srv.stop());
 }
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut value, mut out) = (0u32, 0u32, Vec::new());
+    for c in s.trim_end_matches('=').bytes() {
+        let v = ALPHABET.iter().position(|a| *a == c).unwrap() as u32;
+        value = (value << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((value >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// TOTP second factor: enrolment with a confirming code, sign-in needs the code, a code or
+/// recovery code is accepted once, a password alone (Basic) no longer signs the account in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_factor_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    create_user(dir.path(), &[], "alice", false);
+    let c = client();
+    let login = |code: Option<String>| {
+        let c = c.clone();
+        let url = srv.url("/v1/sessions");
+        async move {
+            let mut body = json!({"email": "alice", "password": PASSWORD});
+            if let Some(code) = code {
+                body["code"] = json!(code);
+            }
+            c.post(url).json(&body).send().await.unwrap()
+        }
+    };
+    let s: Value = login(None).await.json().await.unwrap();
+    let session = s["token"].as_str().unwrap().to_owned();
+    let e: Value = c
+        .post(srv.url("/v1/users/current/2fa"))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        e["otpauthUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/Fieldvault:alice")
+    );
+    let secret = base32_decode(e["secret"].as_str().unwrap());
+    assert_eq!(secret.len(), 20);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let r = c
+        .post(srv.url("/v1/users/current/2fa/confirm"))
+        .bearer_auth(&session)
+        .json(&json!({"code": "000000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let code = fieldvault_crypto::totp::code(&secret, now()).unwrap();
+    let r: Value = c
+        .post(srv.url("/v1/users/current/2fa/confirm"))
+        .bearer_auth(&session)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recovery: Vec<String> = r["recoveryCodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+
+    // Sign-in now needs the second factor; the code just used is not accepted again.
+    let r = login(None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "auth.second_factor_required"
+    );
+    let r = login(Some(code.clone())).await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "auth.second_factor_failed",
+        "replayed code"
+    );
+    assert_eq!(
+        login(Some(recovery[0].clone())).await.status(),
+        200,
+        "recovery code"
+    );
+    assert_eq!(
+        login(Some(recovery[0].clone())).await.status(),
+        401,
+        "recovery codes are single-use"
+    );
+    // A password alone no longer signs in.
+    let r = c
+        .get(srv.url("/v1/users/current"))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Turning it off needs a code; afterwards the password works alone again.
+    let r = c
+        .post(srv.url("/v1/users/current/2fa/disable"))
+        .bearer_auth(&session)
+        .json(&json!({"code": "bogus"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(srv.url("/v1/users/current/2fa/disable"))
+        .bearer_auth(&session)
+        .json(&json!({"code": recovery[1]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        c.get(srv.url("/v1/users/current"))
+            .basic_auth("alice", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(!srv.stdout.lock().unwrap().join("\n").contains(&recovery[2]));
+    assert!(srv.stop());
+}
