@@ -1,6 +1,8 @@
 //! `fieldvault serve`: zero-config start, health, metrics, errors, limits, the access log, graceful
 //! shutdown; and the scale-out deployment on PostgreSQL + S3 with two instances.
 
+use futures_util::StreamExt as _;
+
 use crate::harness::{PASSWORD, Server, client, create_user};
 use fieldvault_testkit::pg::TestDb;
 use fieldvault_testkit::s3::S3Server;
@@ -143,20 +145,35 @@ async fn zero_config_start_health_auth_and_access_log() {
 async fn sigterm_lets_in_flight_requests_finish() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &[]);
-    create_user(dir.path(), &[], "bob", false);
-    let url = srv.url("/v1/users/current");
-    // A Basic request runs a 1,000,000-iteration PBKDF2 check: long enough to be in flight.
+    let url = srv.url("/v1/password-strength");
+    // A request whose body arrives slowly: the server has it in hand, half read, when the
+    // signal comes, and must still answer it.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+        b"{\"password\":",
+    ))])
+    .chain(futures_util::stream::once(async move {
+        let _ = tx.send(());
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        Ok(bytes::Bytes::from_static(b"\"Tamarind-Okapi-Glacier-41\"}"))
+    }));
     let req = tokio::spawn(async move {
         client()
-            .get(url)
-            .basic_auth("bob", Some(PASSWORD))
+            .post(url)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(body))
             .send()
             .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    rx.await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     srv.signal("TERM");
     let r = req.await.unwrap().unwrap();
     assert_eq!(r.status(), 200, "the in-flight request completed");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["acceptable"],
+        true
+    );
     assert!(srv.stop());
 }
 
