@@ -137,6 +137,9 @@ pub enum Actor {
         project_role: Option<(ProjectId, Role)>,
         /// What the credential may be used for ([`Scopes::ALL`] for a password or session).
         scopes: Scopes,
+        /// The account signs in with a second factor. Site administration needs it (M5): an
+        /// administrator without 2FA holds no site-level verb until enrolled.
+        second_factor: bool,
     },
     /// A collector token of one project, with the forms assigned to it.
     AppUser {
@@ -293,13 +296,14 @@ pub fn authorize(actor: &Actor, verb: Verb, resource: Resource) -> Result<(), Co
         Actor::User {
             superuser,
             project_role,
+            second_factor,
             ..
         } => {
             let by_role = match (project_role, resource.project()) {
                 (Some((rp, role)), Some(p)) if *rp == p => role_allows(*role, verb),
                 _ => false,
             };
-            let by_site = *superuser && (verb.site_level() || verb == Verb::ProjectCreate);
+            let by_site = *superuser && *second_factor && verb.site_level();
             let anyone = verb == Verb::ProjectCreate || public_form(verb, resource);
             by_role || by_site || anyone
         }
@@ -349,6 +353,7 @@ mod tests {
             superuser,
             project_role: role.map(|r| (ProjectId(1), r)),
             scopes: Scopes::ALL,
+            second_factor: true,
         }
     }
 
@@ -364,6 +369,7 @@ mod tests {
             superuser: true,
             project_role: Some((ProjectId(1), Role::Manager)),
             scopes: Scopes::parse(["data:read"]).unwrap(),
+            second_factor: true,
         };
         assert!(authorize(&read_only, Verb::SubmissionRead, f).is_ok());
         for v in [
@@ -463,6 +469,20 @@ mod tests {
                 let got = authorize(actor, *v, *resource).is_ok();
                 assert_eq!(got, allowed.contains(v), "{actor:?} {v:?} {resource:?}");
             }
+        }
+        // An administrator without a second factor holds no site-level verb.
+        let no_2fa = Actor::User {
+            id: UserId(2),
+            superuser: true,
+            project_role: None,
+            scopes: Scopes::ALL,
+            second_factor: false,
+        };
+        for v in Verb::ALL {
+            assert!(
+                authorize(&no_2fa, *v, Resource::Site).is_ok() == (*v == ProjectCreate),
+                "{v:?}"
+            );
         }
         // Site-level verbs: only operators and administrators.
         assert!(authorize(&user(None, true), UserCreate, Resource::Site).is_ok());

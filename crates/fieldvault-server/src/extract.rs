@@ -78,7 +78,7 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
                 let user = active_user(app, session.user_id).await?;
                 record(slot, &user.username, "session");
                 AuthUser {
-                    actor: actor(&user, Scopes::ALL),
+                    actor: actor(&user, Scopes::ALL, has_second_factor(app, &user).await?),
                     user,
                     session: Some(hash),
                 }
@@ -99,7 +99,7 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
                 }
                 record(slot, &user.username, "api-token");
                 AuthUser {
-                    actor: actor(&user, scopes),
+                    actor: actor(&user, scopes, has_second_factor(app, &user).await?),
                     user,
                     session: None,
                 }
@@ -137,7 +137,8 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
             }
             record(slot, &user.username, "basic");
             AuthUser {
-                actor: actor(&user, Scopes::ALL),
+                // Basic is refused above for accounts with a second factor.
+                actor: actor(&user, Scopes::ALL, false),
                 user,
                 session: None,
             }
@@ -155,13 +156,23 @@ async fn active_user(app: &App, id: i64) -> Result<UserRow, ApiError> {
         .ok_or_else(failed)
 }
 
-fn actor(user: &UserRow, scopes: Scopes) -> Actor {
+fn actor(user: &UserRow, scopes: Scopes, second_factor: bool) -> Actor {
     Actor::User {
         id: user.user_id(),
         superuser: user.superuser,
         project_role: None,
         scopes,
+        second_factor,
     }
+}
+
+/// Whether the account has a confirmed second factor. Only administrators need the answer
+/// (site-level verbs require it), so other accounts cost no extra query.
+async fn has_second_factor(app: &App, user: &UserRow) -> Result<bool, ApiError> {
+    if !user.superuser {
+        return Ok(false);
+    }
+    Ok(service::two_factor::enabled(app, user).await?)
 }
 
 fn record(slot: Option<&AuthSlot>, user: &str, method: &'static str) {

@@ -23,6 +23,7 @@ pub async fn project_actor(
             id,
             superuser,
             scopes,
+            second_factor,
             ..
         } => {
             let role = store
@@ -34,6 +35,7 @@ pub async fn project_actor(
                 superuser: *superuser,
                 project_role: role.map(|r| (project, r)),
                 scopes: *scopes,
+                second_factor: *second_factor,
             }
         }
         other => other.clone(),

@@ -126,6 +126,7 @@ pub async fn prepare(
                 id,
                 superuser,
                 scopes,
+                second_factor,
                 ..
             } => {
                 let role = app.hot.role(app.store.as_ref(), pid, id).await?;
@@ -133,6 +134,7 @@ pub async fn prepare(
                     id,
                     superuser,
                     scopes,
+                    second_factor,
                     project_role: role
                         .as_deref()
                         .and_then(fieldvault_core::authz::Role::parse)

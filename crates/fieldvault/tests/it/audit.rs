@@ -12,14 +12,14 @@ async fn activity(srv: &Server) {
     let c = client();
     let r = c
         .post(srv.url("/v1/sessions"))
-        .json(&json!({"email": "admin", "password": "not the password"}))
+        .json(&json!({"email": "carol", "password": "not the password"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
     let p: Value = c
         .post(srv.url("/v1/projects"))
-        .basic_auth("admin", Some(PASSWORD))
+        .basic_auth("carol", Some(PASSWORD))
         .json(&json!({"name": "Audited"}))
         .send()
         .await
@@ -29,7 +29,7 @@ async fn activity(srv: &Server) {
         .unwrap();
     let r = c
         .post(srv.url(&format!("/v1/projects/{}/app-users", p["id"])))
-        .basic_auth("admin", Some(PASSWORD))
+        .basic_auth("carol", Some(PASSWORD))
         .json(&json!({"displayName": "E1"}))
         .send()
         .await
@@ -50,13 +50,23 @@ fn verify(dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, String, String)
 async fn audit_trail_and_verification() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &[]);
-    create_user(dir.path(), &[], "admin", true);
+    create_user(dir.path(), &[], "carol", false);
     create_user(dir.path(), &[], "bob", false);
     activity(&srv).await;
+    // Site administration needs a second factor: a Basic administrator without one is refused.
+    create_user(dir.path(), &[], "plainadmin", true);
     let c = client();
+    let r = c
+        .get(srv.url("/v1/audits"))
+        .basic_auth("plainadmin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "no 2FA, no admin surface");
+    let admin = crate::harness::admin_session(&srv, dir.path(), &[], "admin").await;
     let log: Value = c
         .get(srv.url("/v1/audits"))
-        .basic_auth("admin", Some(PASSWORD))
+        .bearer_auth(&admin)
         .send()
         .await
         .unwrap()
@@ -76,7 +86,13 @@ async fn audit_trail_and_verification() {
             "user.create",
             "user.session.fail",
             "project.create",
-            "app_user.create"
+            "app_user.create",
+            "user.create",
+            "user.create",
+            "user.session.create",
+            "user.2fa.enable",
+            "user.2fa.recovery_code",
+            "user.session.create",
         ]
     );
     assert!(
@@ -93,17 +109,17 @@ async fn audit_trail_and_verification() {
     assert_eq!(r.status(), 403, "only administrators read the audit log");
     let v: Value = c
         .get(srv.url("/v1/audits/verify"))
-        .basic_auth("admin", Some(PASSWORD))
+        .bearer_auth(&admin)
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(v, json!({"intact": true, "entries": 5}));
+    assert_eq!(v, json!({"intact": true, "entries": 11}));
     let (ok, out, err) = verify(dir.path(), &[]);
     assert!(ok, "{err}");
-    assert!(out.contains("intact: 5 entries"), "{out}");
+    assert!(out.contains("intact: 11 entries"), "{out}");
     assert!(srv.stop());
 }
 
@@ -115,7 +131,7 @@ async fn tampering_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("FIELDVAULT_DATABASE_URL", db.url.as_str())];
     let srv = Server::start(dir.path(), &env);
-    create_user(dir.path(), &env, "admin", true);
+    create_user(dir.path(), &env, "carol", false);
     activity(&srv).await;
     assert!(srv.stop());
     assert!(verify(dir.path(), &env).0);
@@ -168,13 +184,13 @@ async fn admin_surface_only_from_the_allowlist() {
         ("FIELDVAULT_ADMIN_ALLOW_CIDRS", "10.0.0.0/8"),
     ];
     let srv = Server::start(dir.path(), &env);
-    create_user(dir.path(), &[], "admin", true);
+    let admin = crate::harness::admin_session(&srv, dir.path(), &[], "admin").await;
     let c = client();
     let from = |ip: &'static str| {
         c.get(srv.url("/v1/audits"))
             .header("X-Forwarded-For", ip)
             .header("X-Forwarded-Proto", "https")
-            .basic_auth("admin", Some(PASSWORD))
+            .bearer_auth(&admin)
     };
     assert_eq!(
         from("203.0.113.9").send().await.unwrap().status(),
@@ -186,7 +202,7 @@ async fn admin_surface_only_from_the_allowlist() {
     // Without X-Forwarded-For the client is loopback, which this configuration does not allow.
     let r = c
         .get(srv.url("/v1/audits/verify"))
-        .basic_auth("admin", Some(PASSWORD))
+        .bearer_auth(&admin)
         .send()
         .await
         .unwrap();

@@ -186,3 +186,63 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+pub fn base32_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut value, mut out) = (0u32, 0u32, Vec::new());
+    for c in s.trim_end_matches('=').bytes() {
+        let v = ALPHABET.iter().position(|a| *a == c).unwrap() as u32;
+        value = (value << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((value >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Creates an administrator with two-factor sign-in (what site administration requires) and
+/// returns a session token for it.
+pub async fn admin_session(srv: &Server, dir: &Path, env: &[(&str, &str)], name: &str) -> String {
+    use serde_json::{Value, json};
+    create_user(dir, env, name, true);
+    let c = client();
+    let login = |code: Option<String>| {
+        let mut body = json!({"email": name, "password": PASSWORD});
+        if let Some(code) = code {
+            body["code"] = json!(code);
+        }
+        c.post(srv.url("/v1/sessions")).json(&body).send()
+    };
+    let s: Value = login(None).await.unwrap().json().await.unwrap();
+    let first = s["token"].as_str().unwrap().to_owned();
+    let e: Value = c
+        .post(srv.url("/v1/users/current/2fa"))
+        .bearer_auth(&first)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = base32_decode(e["secret"].as_str().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = fieldvault_crypto::totp::code(&secret, now).unwrap();
+    let r: Value = c
+        .post(srv.url("/v1/users/current/2fa/confirm"))
+        .bearer_auth(&first)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recovery = r["recoveryCodes"][0].as_str().unwrap().to_owned();
+    let s: Value = login(Some(recovery)).await.unwrap().json().await.unwrap();
+    s["token"].as_str().unwrap().to_owned()
+}

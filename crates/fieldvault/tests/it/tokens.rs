@@ -401,21 +401,6 @@ async fn login_throttling() {
     assert!(srv.stop());
 }
 
-fn base32_decode(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut bits, mut value, mut out) = (0u32, 0u32, Vec::new());
-    for c in s.trim_end_matches('=').bytes() {
-        let v = ALPHABET.iter().position(|a| *a == c).unwrap() as u32;
-        value = (value << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((value >> bits) as u8);
-        }
-    }
-    out
-}
-
 /// TOTP second factor: enrolment with a confirming code, sign-in needs the code, a code or
 /// recovery code is accepted once, a password alone (Basic) no longer signs the account in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,7 +437,7 @@ async fn two_factor_sign_in() {
             .unwrap()
             .starts_with("otpauth://totp/Fieldvault:alice")
     );
-    let secret = base32_decode(e["secret"].as_str().unwrap());
+    let secret = crate::harness::base32_decode(e["secret"].as_str().unwrap());
     assert_eq!(secret.len(), 20);
     let now = || {
         std::time::SystemTime::now()
