@@ -3,7 +3,7 @@
 //! clients, so they accept the same callers (collector tokens are under `/v1/key/…`).
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,14 +25,21 @@ use crate::service::submissions::{self, SubmissionView};
 /// The routes.
 pub fn routes() -> Router<App> {
     Router::new()
-        .route("/v1/projects/{pid}/forms", get(list).post(create))
+        .route(
+            "/v1/projects/{pid}/forms",
+            get(list)
+                .post(create)
+                .layer(DefaultBodyLimit::max(forms::MAX_FORM_BYTES)),
+        )
         .route(
             "/v1/projects/{pid}/forms/{form}",
             get(read).patch(update).delete(remove),
         )
         .route(
             "/v1/projects/{pid}/forms/{form}/draft",
-            get(read_draft).post(replace_draft),
+            get(read_draft)
+                .post(replace_draft)
+                .layer(DefaultBodyLimit::max(forms::MAX_FORM_BYTES)),
         )
         .route(
             "/v1/projects/{pid}/forms/{form}/draft/publish",

@@ -6,6 +6,9 @@ use serde::de::DeserializeOwned;
 
 use crate::problem::ApiError;
 
+/// Largest JSON request body accepted.
+pub const MAX_JSON_BYTES: usize = 1024 * 1024;
+
 /// `Json<T>` whose rejection is an [`ApiError`] (`{"code":"request.invalid_json",…}`), so every 4xx
 /// has one shape.
 pub struct AppJson<T>(pub T);
@@ -18,6 +21,24 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // JSON bodies are small; the server-wide limit is sized for uploads, not for this.
+        let (parts, body) = req.into_parts();
+        let declared = parts
+            .headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_JSON_BYTES) {
+            return Err(ApiError::TooLarge {
+                message: format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes."),
+            });
+        }
+        let bytes = axum::body::to_bytes(body, MAX_JSON_BYTES)
+            .await
+            .map_err(|_| ApiError::TooLarge {
+                message: format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes."),
+            })?;
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(AppJson(v)),
             Err(rejection) => Err(ApiError::bad_request(

@@ -683,6 +683,33 @@ async fn too_large_request(base: &str, path: &str) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// Sends only the headers of a POST declaring `len` bytes, and returns what the server answers
+/// within a few seconds.
+async fn raw_post_head(base: &str, path: &str, len: usize) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n",
+        base64_basic("alice", PASSWORD)
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 fn base64_basic(u: &str, p: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
@@ -830,6 +857,10 @@ async fn form_upload_refusals_change_nothing() {
         (after.forms, after.submissions),
         (before.forms, before.submissions)
     );
+    // JSON bodies have their own, small limit (checked from the declared length, before reading).
+    let head = raw_post_head(&e.srv.base, "/v1/projects", 2_000_000).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("request.too_large"), "{head}");
     // Deleting a form frees its id.
     json_req(c.delete(format!("{base}/forms/household"))).await;
     assert_eq!(
