@@ -20,6 +20,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/users/current", get(users::current))
+        .route("/v1/users", axum::routing::post(users::create))
         .route(
             "/v1/password-strength",
             axum::routing::post(users::password_strength),

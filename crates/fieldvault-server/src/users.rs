@@ -57,3 +57,59 @@ pub async fn password_strength(
         "minScore": fieldvault_core::password_policy::MIN_SCORE,
     }))
 }
+
+/// Body of `POST /v1/users` (Central's shape: `email` and `password`; `username` optional — the
+/// e-mail is the login name when it is absent, as in Central).
+#[derive(serde::Deserialize)]
+pub struct NewUserBody {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    superuser: bool,
+}
+
+impl Drop for NewUserBody {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
+    }
+}
+
+/// `POST /v1/users`: an administrator (with two-factor sign-in) creates an account.
+pub async fn create(
+    State(app): State<App>,
+    who: AuthUser,
+    crate::api::json::AppJson(b): crate::api::json::AppJson<NewUserBody>,
+) -> Result<Json<Value>, ApiError> {
+    let email = b.email.clone().filter(|e| !e.trim().is_empty());
+    let username = b
+        .username
+        .clone()
+        .or_else(|| email.clone())
+        .unwrap_or_default();
+    let u = crate::service::users::create(
+        app.store.as_ref(),
+        &who.actor,
+        crate::service::users::NewAccount {
+            username,
+            email,
+            password: fieldvault_crypto::SecretString::new(b.password.clone()),
+            superuser: b.superuser,
+        },
+        fieldvault_crypto::password::DEFAULT_ITERATIONS,
+    )
+    .await?;
+    Ok(Json(json!({
+        "id": u.id,
+        "type": "user",
+        "displayName": u.username,
+        "email": u.email,
+        "createdAt": iso(u.created_at),
+        "updatedAt": null,
+        "deletedAt": null,
+        "lastLoginAt": null,
+    })))
+}

@@ -532,3 +532,59 @@ async fn two_factor_sign_in() {
     assert!(!srv.stdout.lock().unwrap().join("\n").contains(&recovery[2]));
     assert!(srv.stop());
 }
+
+/// `POST /v1/users` (Central's shape): administrators with two-factor sign-in create accounts; the
+/// password policy applies; nobody else may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_create_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let admin = crate::harness::admin_session(&srv, dir.path(), &[], "admin").await;
+    create_user(dir.path(), &[], "bob", false);
+    let c = client();
+    let r = c
+        .post(srv.url("/v1/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"email": "dana@example.org", "password": "Tamarind-Okapi-Glacier-41"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let u: Value = r.json().await.unwrap();
+    assert_eq!(
+        (u["displayName"].as_str(), u["email"].as_str()),
+        (Some("dana@example.org"), Some("dana@example.org"))
+    );
+    let r = c
+        .get(srv.url("/v1/users/current"))
+        .basic_auth("dana@example.org", Some("Tamarind-Okapi-Glacier-41"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the new account signs in");
+    let weak = c
+        .post(srv.url("/v1/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"username": "eve", "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(weak.status(), 400);
+    let taken = c
+        .post(srv.url("/v1/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"username": "BOB", "password": "Tamarind-Okapi-Glacier-41"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), 409);
+    let r = c
+        .post(srv.url("/v1/users"))
+        .basic_auth("bob", Some(PASSWORD))
+        .json(&json!({"username": "x1", "password": "Tamarind-Okapi-Glacier-41"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(srv.stop());
+}
