@@ -387,7 +387,17 @@ async fn preflight(
             .parse()
             .map(ProjectId)
             .map_err(|_| OrError(ApiError::NotFound))?;
-        context::project_actor(app.store.as_ref(), &caller.actor, pid).await?;
+        let (_, actor) = context::project_actor(app.store.as_ref(), &caller.actor, pid).await?;
+        // Someone with no role in the project learns nothing about it.
+        if fieldvault_core::authorize(
+            &actor,
+            fieldvault_core::Verb::ProjectRead,
+            fieldvault_core::Resource::Project(pid),
+        )
+        .is_err()
+        {
+            return Err(ServiceError::NotFound.into());
+        }
     }
     let len = accept_content_length(app.config.body_limit_bytes);
     Ok((StatusCode::NO_CONTENT, headers(Some(&len))).into_response())

@@ -220,6 +220,9 @@ pub async fn list(
     project: ProjectId,
 ) -> Result<Vec<FormView>, ServiceError> {
     let (_, actor) = project_actor(app.store.as_ref(), actor, project).await?;
+    if authorize(&actor, Verb::ProjectRead, Resource::Project(project)).is_err() {
+        return Err(ServiceError::NotFound);
+    }
     let mut out = Vec::new();
     for form in app.store.forms(project).await? {
         let resource = Resource::Form {

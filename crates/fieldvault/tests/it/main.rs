@@ -5,6 +5,7 @@
 
 mod api_projects;
 mod audit;
+mod authz_matrix;
 mod encrypted;
 mod harness;
 mod import;
