@@ -255,7 +255,11 @@ async fn user_form_list(
         if role.as_deref() != Some("manager") {
             continue;
         }
-        let views = forms::list(&app, &caller.actor, proj.project_id()).await?;
+        let views = match forms::list(&app, &caller.actor, proj.project_id()).await {
+            Ok(v) => v,
+            Err(ServiceError::NotFound) => continue,
+            Err(e) => return Err(e.into()),
+        };
         let base = project_base(&origin, None, proj.id);
         entries.extend(
             listable(views, q.form_id.as_deref())

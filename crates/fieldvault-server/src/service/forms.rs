@@ -220,9 +220,8 @@ pub async fn list(
     project: ProjectId,
 ) -> Result<Vec<FormView>, ServiceError> {
     let (_, actor) = project_actor(app.store.as_ref(), actor, project).await?;
-    if authorize(&actor, Verb::ProjectRead, Resource::Project(project)).is_err() {
-        return Err(ServiceError::NotFound);
-    }
+    // Callers without a role see only public forms, and a project with none stays invisible.
+    let member = authorize(&actor, Verb::ProjectRead, Resource::Project(project)).is_ok();
     let mut out = Vec::new();
     for form in app.store.forms(project).await? {
         let resource = Resource::Form {
@@ -241,6 +240,9 @@ pub async fn list(
         };
         let media = app.store.form_attachments(def.id).await?;
         out.push(FormView { form, def, media });
+    }
+    if !member && out.is_empty() {
+        return Err(ServiceError::NotFound);
     }
     Ok(out)
 }
