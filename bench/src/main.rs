@@ -10,6 +10,7 @@
 //!   several concurrencies, on the embedded store and optionally PostgreSQL.
 //! - [`report`]: machine description, JSON and markdown output.
 
+mod decrypt;
 mod intake;
 mod limits;
 mod report;
@@ -50,6 +51,12 @@ struct Cli {
     /// `FIELDVAULT_TEST_PG`; without either, intake runs on the embedded store only.
     #[arg(long, env = "FIELDVAULT_TEST_PG", hide_env_values = true)]
     pg: Option<String>,
+    /// Encrypted submissions generated for the `fieldvault decrypt` measurement (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    decrypt_count: usize,
+    /// Attachment size per encrypted submission, KiB.
+    #[arg(long, default_value_t = 1024)]
+    decrypt_attachment_kib: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,7 +85,19 @@ fn main() -> anyhow::Result<()> {
         },
     )?;
 
-    let report = report::Report::new(limits, server, intake);
+    let decrypt = if cli.decrypt_count > 0 {
+        eprintln!("benchmarking fieldvault decrypt ...");
+        Some(decrypt::measure(
+            &bin,
+            &cwd,
+            cli.decrypt_count,
+            cli.decrypt_attachment_kib * 1024,
+        )?)
+    } else {
+        None
+    };
+
+    let report = report::Report::new(limits, server, intake, decrypt);
     let markdown = report.markdown();
     report.write(&cli.out, &markdown)?;
     println!("{markdown}");
