@@ -190,7 +190,7 @@ async fn sessions_and_scoped_api_tokens() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-        + 1500;
+        + 4000;
     let t2: Value = c
         .post(srv.url("/v1/tokens"))
         .bearer_auth(&session)
@@ -211,7 +211,7 @@ async fn sessions_and_scoped_api_tokens() {
             .status(),
         200
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4300)).await;
     assert_eq!(
         c.get(srv.url("/v1/users/current"))
             .bearer_auth(&short)
