@@ -111,9 +111,11 @@ impl Scopes {
             | Verb::ProjectDelete
             | Verb::FormUpdate
             | Verb::AppUserManage => Scopes::MANAGE_PROJECTS,
-            Verb::UserCreate | Verb::UserList | Verb::KeysRotate | Verb::ConfigRead => {
-                Scopes::ADMIN
-            }
+            Verb::UserCreate
+            | Verb::UserList
+            | Verb::UserSuspend
+            | Verb::KeysRotate
+            | Verb::ConfigRead => Scopes::ADMIN,
         }
     }
 }
@@ -161,6 +163,8 @@ pub enum Verb {
     UserCreate,
     /// List accounts.
     UserList,
+    /// Suspend or reactivate an account.
+    UserSuspend,
     /// Create a project.
     ProjectCreate,
     /// Read a project's metadata.
@@ -190,6 +194,7 @@ impl Verb {
     pub const ALL: &'static [Verb] = &[
         Verb::UserCreate,
         Verb::UserList,
+        Verb::UserSuspend,
         Verb::ProjectCreate,
         Verb::ProjectRead,
         Verb::ProjectUpdate,
@@ -208,6 +213,7 @@ impl Verb {
         match self {
             Verb::UserCreate => "user.create",
             Verb::UserList => "user.list",
+            Verb::UserSuspend => "user.suspend",
             Verb::ProjectCreate => "project.create",
             Verb::ProjectRead => "project.read",
             Verb::ProjectUpdate => "project.update",
@@ -230,7 +236,11 @@ impl Verb {
     fn site_level(self) -> bool {
         matches!(
             self,
-            Verb::UserCreate | Verb::UserList | Verb::KeysRotate | Verb::ConfigRead
+            Verb::UserCreate
+                | Verb::UserList
+                | Verb::UserSuspend
+                | Verb::KeysRotate
+                | Verb::ConfigRead
         )
     }
 }
@@ -449,7 +459,14 @@ mod tests {
             (
                 &user(None, true),
                 f,
-                &[UserCreate, UserList, KeysRotate, ConfigRead, ProjectCreate],
+                &[
+                    UserCreate,
+                    UserList,
+                    UserSuspend,
+                    KeysRotate,
+                    ConfigRead,
+                    ProjectCreate,
+                ],
             ),
             (&user(Some(Role::Manager), false), other, &[ProjectCreate]),
             (&app, f, &[FormRead, SubmissionCreate]),

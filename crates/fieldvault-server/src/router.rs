@@ -22,6 +22,14 @@ pub fn router(app: App) -> Router {
         .route("/v1/users/current", get(users::current))
         .route("/v1/users", axum::routing::post(users::create))
         .route(
+            "/v1/admin/users/{id}/suspend",
+            axum::routing::post(users::suspend),
+        )
+        .route(
+            "/v1/admin/users/{id}/activate",
+            axum::routing::post(users::activate),
+        )
+        .route(
             "/v1/password-strength",
             axum::routing::post(users::password_strength),
         )

@@ -113,3 +113,40 @@ pub async fn create(
         "lastLoginAt": null,
     })))
 }
+
+/// `POST /v1/admin/users/{id}/suspend`.
+pub async fn suspend(
+    State(app): State<App>,
+    who: AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_active(app, who, id, false).await
+}
+
+/// `POST /v1/admin/users/{id}/activate`.
+pub async fn activate(
+    State(app): State<App>,
+    who: AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_active(app, who, id, true).await
+}
+
+async fn set_active(
+    app: App,
+    who: AuthUser,
+    id: String,
+    active: bool,
+) -> Result<Json<Value>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
+    let u = crate::service::users::set_active(
+        app.store.as_ref(),
+        &who.actor,
+        fieldvault_core::UserId(id),
+        active,
+    )
+    .await?;
+    Ok(Json(
+        json!({"id": u.id, "displayName": u.username, "active": u.active}),
+    ))
+}

@@ -97,6 +97,9 @@ pub trait Store:
     /// Creates an account. Fails with `Conflict{users_username_key}` for a taken name.
     async fn create_user(&self, new: &NewUser) -> Result<UserRow, StoreError>;
 
+    /// Suspends (`false`) or reactivates (`true`) an account.
+    async fn set_user_active(&self, id: UserId, active: bool) -> Result<(), StoreError>;
+
     /// Replaces an account's password hash (a changed password, or a stronger hash at login).
     async fn update_password_hash(&self, id: UserId, hash: &str) -> Result<(), StoreError>;
 

@@ -98,6 +98,20 @@ async fn suite(settings: StorageSettings) {
         store.update_password_hash(UserId(9_999), "x").await,
         Err(StoreError::NotFound)
     ));
+    store.set_user_active(alice.user_id(), false).await.unwrap();
+    assert!(
+        !store
+            .user_by_id(alice.user_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    store.set_user_active(alice.user_id(), true).await.unwrap();
+    assert!(matches!(
+        store.set_user_active(UserId(9_999), true).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(
         !format!("{alice:?}").contains("pbkdf2"),
         "hashes stay out of Debug"

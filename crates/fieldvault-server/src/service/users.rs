@@ -174,3 +174,45 @@ pub async fn verify_password(
 /// A valid hash of a random password at the default cost, verified for unknown usernames.
 const DUMMY_HASH: &str =
     "pbkdf2_sha256$1000000$8xQ1mYv0ZsXpKfTgB2hLcW$7m2m6bV2bm0iB0l6a3T1f3s0a6l6c8D9o3p2H1k4JmQ=";
+
+/// Suspends or reactivates an account (administrators with two-factor sign-in, or operators).
+/// Suspension ends its sessions at once; its API tokens and cached credentials stop working
+/// because every authentication re-reads the account's active flag.
+pub async fn set_active(
+    store: &dyn Store,
+    actor: &Actor,
+    id: fieldvault_core::UserId,
+    active: bool,
+) -> Result<UserRow, ServiceError> {
+    authorize(actor, Verb::UserSuspend, Resource::Site)?;
+    if !active && matches!(actor, Actor::User { id: me, .. } if *me == id) {
+        return Err(ServiceError::Core(CoreError::invalid(
+            "user",
+            "you cannot suspend your own account",
+        )));
+    }
+    store
+        .set_user_active(id, active)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ServiceError::NotFound,
+            other => other.into(),
+        })?;
+    if !active {
+        store.delete_user_sessions(id.0).await?;
+    }
+    let user = store.user_by_id(id).await?.ok_or(ServiceError::NotFound)?;
+    super::audit::record(
+        store,
+        super::audit::actor_name(actor, None),
+        if active {
+            "user.activate"
+        } else {
+            "user.suspend"
+        },
+        Some(format!("user:{}", user.username)),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(user)
+}

@@ -60,6 +60,18 @@ macro_rules! shared_store_impl {
                 .await?)
             }
 
+            async fn set_user_active(&self, id: fieldvault_core::UserId, active: bool) -> Result<(), $crate::StoreError> {
+                let done = sqlx::query("UPDATE users SET active = $1 WHERE id = $2")
+                    .bind(active)
+                    .bind(id.0)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound);
+                }
+                Ok(())
+            }
+
             async fn update_password_hash(&self, id: fieldvault_core::UserId, hash: &str) -> Result<(), $crate::StoreError> {
                 let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
                     .bind(hash)

@@ -588,3 +588,100 @@ async fn administrators_create_users() {
     assert_eq!(r.status(), 403);
     assert!(srv.stop());
 }
+
+/// An administrator suspends an account: its session, API token and password stop working at
+/// once (including a password the server had just verified and cached); reactivation restores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_suspend_and_reactivate_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let admin = crate::harness::admin_session(&srv, dir.path(), &[], "admin").await;
+    create_user(dir.path(), &[], "bob", false);
+    let c = client();
+    let me: Value = c
+        .get(srv.url("/v1/users/current"))
+        .basic_auth("bob", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bob = me["id"].as_i64().unwrap();
+    let s: Value = c
+        .post(srv.url("/v1/sessions"))
+        .json(&json!({"email": "bob", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = s["token"].as_str().unwrap().to_owned();
+    let t: Value = c
+        .post(srv.url("/v1/tokens"))
+        .bearer_auth(&session)
+        .json(&json!({"name": "t", "scopes": ["data:read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = t["token"].as_str().unwrap().to_owned();
+
+    let r = c
+        .post(srv.url(&format!("/v1/admin/users/{bob}/suspend")))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "only administrators");
+    let r = c
+        .post(srv.url(&format!("/v1/admin/users/{bob}/suspend")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["active"], false);
+    let status = |auth: &'static str| {
+        let c = c.clone();
+        let url = srv.url("/v1/users/current");
+        let (session, token) = (session.clone(), token.clone());
+        async move {
+            let r = c.get(url);
+            let r = match auth {
+                "basic" => r.basic_auth("bob", Some(PASSWORD)),
+                "session" => r.bearer_auth(session),
+                _ => r.bearer_auth(token),
+            };
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    for how in ["basic", "session", "token"] {
+        assert_eq!(status(how).await, 401, "{how} after suspension");
+    }
+    let r = c
+        .post(srv.url(&format!("/v1/admin/users/{bob}/activate")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(status("basic").await, 200);
+    assert_eq!(status("token").await, 200);
+    assert_eq!(
+        status("session").await,
+        401,
+        "suspension ended the session for good"
+    );
+    let r = c
+        .post(srv.url("/v1/admin/users/999/suspend"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(srv.stop());
+}
