@@ -217,9 +217,7 @@ async fn read(
             .await
             .map_err(|e| e.0);
     }
-    let actor = signed_in(&caller)?;
-    let v = forms::get(&app, actor, p.project()?, p.form(), false).await?;
-    Ok(Json(form_json(&v)).into_response())
+    Ok(Json(form_json(&view(&app, &caller, &p, false).await?)).into_response())
 }
 
 async fn read_draft(
@@ -227,9 +225,7 @@ async fn read_draft(
     caller: Caller,
     Path(p): Path<P>,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = signed_in(&caller)?;
-    let v = forms::get(&app, actor, p.project()?, p.form(), true).await?;
-    Ok(Json(form_json(&v)))
+    Ok(Json(form_json(&view(&app, &caller, &p, true).await?)))
 }
 
 #[derive(Deserialize)]
@@ -311,9 +307,7 @@ async fn draft_media_list(
     caller: Caller,
     Path(p): Path<P>,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = signed_in(&caller)?;
-    let v = forms::get(&app, actor, p.project()?, p.form(), true).await?;
-    Ok(Json(media_json(&v)))
+    Ok(Json(media_json(&view(&app, &caller, &p, true).await?)))
 }
 
 async fn media_list(
@@ -321,9 +315,13 @@ async fn media_list(
     caller: Caller,
     Path(p): Path<P>,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = signed_in(&caller)?;
-    let v = forms::get(&app, actor, p.project()?, p.form(), false).await?;
-    Ok(Json(media_json(&v)))
+    Ok(Json(media_json(&view(&app, &caller, &p, false).await?)))
+}
+
+/// The form a signed-in caller asked for: its draft, or its current definition.
+async fn view(app: &App, caller: &Caller, p: &P, draft: bool) -> Result<FormView, ApiError> {
+    let actor = signed_in(caller)?;
+    Ok(forms::get(app, actor, p.project()?, p.form(), draft).await?)
 }
 
 async fn upload_media(

@@ -152,26 +152,18 @@ async fn encrypt_submit_pull_decrypt_round_trip() {
     // server holds no private key.
     assert!(srv.stop());
     let data = dir.path().join("fieldvault-data");
-    let mut stack = vec![data];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let b = std::fs::read(&p).unwrap();
-            assert!(
-                !b.windows(marker.len()).any(|w| w == marker.as_bytes()),
-                "plaintext in {}",
-                p.display()
-            );
-            assert!(
-                !b.windows(photo.len().min(64)).any(|w| w == &photo[..64]),
-                "photo in {}",
-                p.display()
-            );
-        }
+    for p in crate::harness::files_under(&data) {
+        let b = std::fs::read(&p).unwrap();
+        assert!(
+            !b.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "plaintext in {}",
+            p.display()
+        );
+        assert!(
+            !b.windows(photo.len().min(64)).any(|w| w == &photo[..64]),
+            "photo in {}",
+            p.display()
+        );
     }
 
     // An interrupted pull (no completion marker) fetches that submission again.

@@ -246,3 +246,20 @@ pub async fn admin_session(srv: &Server, dir: &Path, env: &[(&str, &str)], name:
     let s: Value = login(Some(recovery)).await.unwrap().json().await.unwrap();
     s["token"].as_str().unwrap().to_owned()
 }
+
+/// Every file under `dir`, recursively (for "no plaintext on disk" checks).
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

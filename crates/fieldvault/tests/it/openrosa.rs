@@ -642,7 +642,7 @@ async fn scenario(e: Env) {
     // Nothing of the respondents' data is readable on disk (embedded store).
     if !e.env.iter().any(|(k, _)| k == "FIELDVAULT_DATABASE_URL") {
         let _ = e.envs();
-        for f in walk(&e.dir.path().join("fieldvault-data")) {
+        for f in crate::harness::files_under(&e.dir.path().join("fieldvault-data")) {
             // The server is running: a temporary file may be renamed away between listing and reading.
             let Ok(bytes) = std::fs::read(&f) else {
                 continue;
@@ -713,19 +713,6 @@ async fn raw_post_head(base: &str, path: &str, len: usize) -> String {
 fn base64_basic(u: &str, p: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Form uploads the server refuses, each with a message a form author understands, and none of
