@@ -10,6 +10,7 @@ pub mod password_policy;
 pub mod softlock;
 pub mod submission;
 pub mod xform;
+pub mod xform_rewrite;
 mod xml;
 
 pub use authz::{Actor, Resource, Scopes, Verb, authorize};

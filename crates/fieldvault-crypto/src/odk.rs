@@ -596,25 +596,23 @@ impl SignatureSource<'_> {
     /// The exact UTF-8 string that is hashed (each line ends with `\n`). Contains MD5s of the
     /// plaintexts, so treat it as sensitive.
     pub fn to_source_string(&self) -> String {
-        let mut s = String::new();
-        s.push_str(self.form_id);
-        s.push('\n');
-        if let Some(v) = self.version.filter(|v| !v.trim().is_empty()) {
-            s.push_str(v);
-            s.push('\n');
+        let md5s: Vec<(&str, [u8; 16])> = self
+            .files
+            .iter()
+            .map(|(name, bytes)| (*name, Md5::digest(bytes).into()))
+            .collect();
+        self.with_digests(&md5s).to_source_string()
+    }
+
+    /// The same fields with each file reduced to the MD5 of its plaintext.
+    fn with_digests<'b>(&'b self, md5s: &'b [(&'b str, [u8; 16])]) -> SignatureDigests<'b> {
+        SignatureDigests {
+            form_id: self.form_id,
+            version: self.version,
+            base64_encrypted_key: self.base64_encrypted_key,
+            instance_id: self.instance_id,
+            files: md5s,
         }
-        s.push_str(self.base64_encrypted_key);
-        s.push('\n');
-        s.push_str(self.instance_id);
-        s.push('\n');
-        for (name, bytes) in self.files {
-            let name = name.strip_suffix(".enc").unwrap_or(name);
-            s.push_str(name);
-            s.push_str("::");
-            s.push_str(&to_hex(&Md5::digest(bytes)));
-            s.push('\n');
-        }
-        s
     }
 
     /// `MD5(source string)`, the 16 bytes that get OAEP-encrypted.
@@ -639,6 +637,73 @@ impl fmt::Debug for SignatureSource<'_> {
                 &self.files.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
+    }
+}
+
+/// [`SignatureSource`] for streaming readers: each file is given by the MD5 of its plaintext,
+/// computed while the file was decrypted, so no file has to be held in memory.
+#[derive(Clone, Copy)]
+pub struct SignatureDigests<'a> {
+    /// Form id (manifest root `id`).
+    pub form_id: &'a str,
+    /// Form version; its line is present only when this is non-blank.
+    pub version: Option<&'a str>,
+    /// The manifest's `base64EncryptedKey` text, verbatim.
+    pub base64_encrypted_key: &'a str,
+    /// `meta/instanceID`.
+    pub instance_id: &'a str,
+    /// `(encrypted name, MD5 of the plaintext)`, media first, XML last.
+    pub files: &'a [(&'a str, [u8; 16])],
+}
+
+impl SignatureDigests<'_> {
+    /// The exact UTF-8 string that is hashed (each line ends with `\n`).
+    pub fn to_source_string(&self) -> String {
+        let mut s = String::new();
+        s.push_str(self.form_id);
+        s.push('\n');
+        if let Some(v) = self.version.filter(|v| !v.trim().is_empty()) {
+            s.push_str(v);
+            s.push('\n');
+        }
+        s.push_str(self.base64_encrypted_key);
+        s.push('\n');
+        s.push_str(self.instance_id);
+        s.push('\n');
+        for (name, md5) in self.files {
+            let name = name.strip_suffix(".enc").unwrap_or(name);
+            s.push_str(name);
+            s.push_str("::");
+            s.push_str(&to_hex(md5));
+            s.push('\n');
+        }
+        s
+    }
+
+    /// `MD5(source string)`.
+    pub fn digest(&self) -> [u8; 16] {
+        Md5::digest(self.to_source_string().as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for SignatureDigests<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignatureDigests")
+            .field("form_id", &self.form_id)
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `base64_signature` matches `fields` (constant-time comparison).
+pub fn verify_signature_digests(
+    private: &OdkPrivateKey,
+    fields: &SignatureDigests<'_>,
+    base64_signature: &str,
+) -> bool {
+    match decrypt_signature(private, base64_signature) {
+        Ok(digest) => bool::from(digest.ct_eq(&fields.digest())),
+        Err(_) => false,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod keyring;
 pub mod model;
 pub mod open;
 pub mod postgres;
+pub mod project_keys;
 mod sql;
 pub mod sqlite;
 pub mod submissions;
@@ -39,6 +40,7 @@ pub use submissions::{
     IngestOutcome, IngestResult, NewSubmission, ReceivedAttachment, SubmissionAttachmentRow,
     SubmissionRow, SubmissionStore, SubmissionVersionRow,
 };
+pub use project_keys::{KeyedDef, ProjectKeyRow, ProjectKeyStore};
 pub use throttle::ThrottleStore;
 pub use tokens::{ApiTokenRow, SessionRow, TokenStore};
 pub use two_factor::{TotpRow, TwoFactorStore};
@@ -74,6 +76,7 @@ pub trait Store:
     + AuditStore
     + ThrottleStore
     + TwoFactorStore
+    + ProjectKeyStore
     + Send
     + Sync
     + 'static

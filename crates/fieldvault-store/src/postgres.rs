@@ -50,3 +50,4 @@ crate::sql::audit_store_impl!(PgStore, "BEGIN", " FOR UPDATE");
 crate::sql::throttle_store_impl!(PgStore, "BEGIN", " FOR UPDATE");
 use crate::sql::to_state;
 crate::sql::two_factor_store_impl!(PgStore);
+crate::sql::project_key_store_impl!(PgStore, "BEGIN");

@@ -89,3 +89,4 @@ crate::sql::audit_store_impl!(SqliteStore, "BEGIN IMMEDIATE", "");
 crate::sql::throttle_store_impl!(SqliteStore, "BEGIN IMMEDIATE", "");
 use crate::sql::to_state;
 crate::sql::two_factor_store_impl!(SqliteStore);
+crate::sql::project_key_store_impl!(SqliteStore, "BEGIN IMMEDIATE");

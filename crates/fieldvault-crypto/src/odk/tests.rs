@@ -538,6 +538,36 @@ fn odk_signature_source_matches_spec_example() {
     assert!(!format!("{src:?}").contains("hello"));
 }
 
+#[test]
+fn odk_signature_from_streamed_digests_equals_the_whole_file_form() {
+    let xml = b"<data><x>1</x></data>";
+    let files: [(&str, &[u8]); 2] = [("a.jpg.enc", b"photo bytes"), ("submission.xml.enc", xml)];
+    let src = SignatureSource {
+        form_id: "f",
+        version: Some("3"),
+        base64_encrypted_key: "EKEY",
+        instance_id: "uuid:1",
+        files: &files,
+    };
+    let md5s: Vec<(&str, [u8; 16])> = files
+        .iter()
+        .map(|(n, b)| (*n, Md5::digest(b).into()))
+        .collect();
+    let streamed = SignatureDigests {
+        form_id: "f",
+        version: Some("3"),
+        base64_encrypted_key: "EKEY",
+        instance_id: "uuid:1",
+        files: &md5s,
+    };
+    assert_eq!(streamed.to_source_string(), src.to_source_string());
+    let private = OdkPrivateKey::generate().unwrap();
+    let sig = src.sign(private.public_key()).unwrap();
+    assert!(verify_signature_digests(&private, &streamed, &sig));
+    let other = SignatureDigests { instance_id: "uuid:2", ..streamed };
+    assert!(!verify_signature_digests(&private, &other, &sig));
+}
+
 // --- whole submissions ---------------------------------------------------------------------------
 
 #[test]

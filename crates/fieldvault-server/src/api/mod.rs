@@ -5,6 +5,7 @@ pub mod app_users;
 pub mod audits;
 pub mod forms;
 pub mod json;
+pub mod project_key;
 pub mod projects;
 pub mod sessions;
 
@@ -17,6 +18,7 @@ pub fn routes() -> Router<App> {
     Router::new()
         .merge(forms::routes())
         .merge(projects::routes())
+        .merge(project_key::routes())
         .merge(app_users::routes())
         .merge(sessions::routes())
         .merge(audits::routes())

@@ -104,7 +104,7 @@ pub async fn create(
         return Err(ServiceError::NotFound);
     }
     authorize(&actor, Verb::FormUpdate, Resource::Project(project))?;
-    let def = new_def(body, content_type)?;
+    let def = super::encryption::apply_project_key(app, project, new_def(body, content_type)?).await?;
     let (form, def) = match app.store.create_form(project, &def, publish).await {
         Err(StoreError::Conflict { .. }) => {
             return Err(ServiceError::Conflict {
@@ -140,7 +140,7 @@ pub async fn replace_draft(
     content_type: Option<&str>,
 ) -> Result<FormView, ServiceError> {
     let (_, form, _) = load(app, actor, project, xml_form_id, Verb::FormUpdate).await?;
-    let def = new_def(body, content_type)?;
+    let def = super::encryption::apply_project_key(app, project, new_def(body, content_type)?).await?;
     if def.xml_form_id != form.xml_form_id {
         return Err(ServiceError::Invalid {
             code: "form.id_mismatch",

@@ -4,6 +4,7 @@
 pub mod app_users;
 pub mod audit;
 pub mod context;
+pub mod encryption;
 pub mod forms;
 pub mod hot_cache;
 pub mod import;

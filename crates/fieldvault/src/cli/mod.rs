@@ -2,8 +2,10 @@
 
 mod audit;
 mod config_cmd;
+mod decrypt_tables;
 mod keys;
 mod odk_cmd;
+mod progress;
 mod pull;
 mod serve;
 mod tls_cmd;

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
-use fieldvault_crypto::odk::{self, Manifest, OdkPrivateKey, OdkPublicKey, SignatureSource};
+use fieldvault_crypto::odk::{self, Manifest, OdkPrivateKey, OdkPublicKey, SignatureDigests};
+use md5::Digest as _;
+
+use super::decrypt_tables::{Decrypted, find_schemas, write_tables};
 use fieldvault_crypto::{CryptoError, SecretString};
 
 /// Name of the envelope (manifest) in a submission directory.
@@ -78,7 +81,9 @@ pub struct DecryptArgs {
     #[arg(long = "in")]
     input: PathBuf,
     /// Output directory: plaintext submissions under the same relative paths, plus
-    /// `submissions.jsonl` (one line per decrypted submission). Submissions whose output
+    /// `submissions.jsonl` (one line per decrypted submission: id, signature, files), and per form
+    /// `<formId>.csv`, `<formId>-<repeat>.csv` (the server export's columns; from the `form.xml`
+    /// that `pull` saves, else inferred) and `<formId>.jsonl`. Submissions whose output
     /// directory holds a `.done` marker are skipped, so an interrupted run can be resumed.
     #[arg(long)]
     out: PathBuf,
@@ -275,6 +280,7 @@ pub fn run_decrypt(args: &DecryptArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open {}", index_path.display()))?,
     );
     let next = AtomicUsize::new(0);
+    let progress = crate::cli::progress::bar(dirs.len() as u64, "submissions");
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -288,7 +294,8 @@ pub fn run_decrypt(args: &DecryptArgs) -> anyhow::Result<()> {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(dir) = dirs.get(i) else { break };
-                        done.push(decrypt_one(&key, &args.input, dir, &args.out, &index));
+                        done.push(decrypt_one(&key, &args.input, dir, &args.out, &index, &progress));
+                        progress.inc(1);
                     }
                     done
                 })
@@ -299,9 +306,41 @@ pub fn run_decrypt(args: &DecryptArgs) -> anyhow::Result<()> {
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
     });
+    progress.finish_and_clear();
     if outcomes.len() != dirs.len() {
         bail!("a decryption worker stopped unexpectedly");
     }
+
+    // The tables cover every decrypted submission, from this run and earlier ones.
+    let mut done = Vec::new();
+    for dir in &dirs {
+        let rel = dir.strip_prefix(&args.input).unwrap_or(dir);
+        let out_dir = args.out.join(rel);
+        if !out_dir.join(ENVELOPE).is_file() {
+            continue;
+        }
+        let Ok(manifest) = fs::read_to_string(dir.join(ENVELOPE))
+            .map_err(|e| e.to_string())
+            .and_then(|t| Manifest::parse(&t).map_err(|e| e.to_string()))
+        else {
+            continue;
+        };
+        let media: Vec<String> = manifest
+            .media
+            .iter()
+            .map(|m| m.strip_suffix(".enc").unwrap_or(m).to_owned())
+            .filter(|m| out_dir.join(m).is_file())
+            .collect();
+        done.push(Decrypted {
+            form_id: manifest.form_id.clone(),
+            out_dir,
+            in_dir: dir.clone(),
+            media,
+            media_expected: manifest.media.len(),
+        });
+    }
+    let schemas = find_schemas(&args.input);
+    let tables = write_tables(&args.out, &done, &schemas)?;
 
     let mut decrypted = 0;
     let mut failed = 0;
@@ -319,12 +358,17 @@ pub fn run_decrypt(args: &DecryptArgs) -> anyhow::Result<()> {
     }
     eprintln!(
         "decrypted {decrypted}, failed {failed} (skipped {skipped} already done, \
-         {invalid} with an invalid signature)"
+         {invalid} with an invalid signature); tables: {}",
+        if tables.files.is_empty() {
+            "none".to_owned()
+        } else {
+            tables.files.join(", ")
+        }
     );
-    if failed > 0 || invalid > 0 {
+    if failed > 0 || invalid > 0 || tables.unreadable > 0 {
         bail!(
             "{} submission(s) need attention (see the messages above)",
-            failed + invalid
+            failed + invalid + tables.unreadable
         );
     }
     Ok(())
@@ -362,6 +406,7 @@ fn decrypt_one(
     dir: &Path,
     out_root: &Path,
     index: &Mutex<File>,
+    progress: &indicatif::ProgressBar,
 ) -> Outcome {
     let rel = dir.strip_prefix(input).unwrap_or(dir);
     let label = if rel.as_os_str().is_empty() {
@@ -373,23 +418,24 @@ fn decrypt_one(
     if out_dir.join(DONE).exists() {
         return Outcome::Skipped;
     }
+    let say = |line: String| progress.suspend(|| eprintln!("{line}"));
     match decrypt_dir(key, dir, &out_dir, index) {
         Ok(report) => {
             for m in &report.missing {
-                eprintln!("{label}: media file {m} is missing (not decrypted)");
+                say(format!("{label}: media file {m} is missing (not decrypted)"));
             }
             if report.signature == "invalid" {
-                eprintln!(
+                say(format!(
                     "{label}: SIGNATURE MISMATCH: the files do not match the envelope \
                      (damaged or altered); the data was written anyway"
-                );
+                ));
             }
             Outcome::Decrypted {
                 signature_invalid: report.signature == "invalid",
             }
         }
         Err(e) => {
-            eprintln!("{label}: failed: {e:#}");
+            say(format!("{label}: failed: {e:#}"));
             Outcome::Failed
         }
     }
@@ -429,18 +475,23 @@ fn decrypt_dir(
         e => anyhow!("cannot unwrap the submission key: {e}"),
     })?;
 
+    fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut ivs = odk::IvSequence::new(&manifest.instance_id, &aes);
-    let mut media: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(manifest.media.len());
+    // (plaintext name, MD5 of the plaintext) of each media file present, streamed to disk.
+    let mut media: Vec<(String, Option<[u8; 16]>)> = Vec::with_capacity(manifest.media.len());
     for name in &manifest.media {
         let iv = ivs.next_iv();
+        let plain = name.strip_suffix(".enc").unwrap_or(name).to_owned();
         let path = dir.join(name);
-        let plain = if path.is_file() {
-            let ct = fs::read(&path).with_context(|| format!("cannot read {name}"))?;
-            Some(odk::decrypt_file(&aes, iv, &ct).map_err(|e| damaged(name, &e))?)
+        let md5 = if path.is_file() {
+            Some(decrypt_stream(&aes, iv, &path, &out_dir.join(&plain)).map_err(|e| match e {
+                StreamError::Crypto(c) => damaged(name, &c),
+                StreamError::Io(e) => e,
+            })?)
         } else {
             None
         };
-        media.push((name.strip_suffix(".enc").unwrap_or(name).to_owned(), plain));
+        media.push((plain, md5));
     }
     let xml_name = &manifest.encrypted_xml_file;
     let ct = fs::read(dir.join(xml_name)).with_context(|| format!("cannot read {xml_name}"))?;
@@ -450,28 +501,29 @@ fn decrypt_dir(
         .media
         .iter()
         .zip(&media)
-        .filter(|(_, (_, b))| b.is_none())
+        .filter(|(_, (_, m))| m.is_none())
         .map(|(n, _)| n.clone())
         .collect();
     let signature = match &manifest.signature {
         Some(sig) if missing.is_empty() => {
-            let files: Vec<(&str, &[u8])> = manifest
+            let xml_md5: [u8; 16] = md5::Md5::digest(&xml).into();
+            let files: Vec<(&str, [u8; 16])> = manifest
                 .files_in_order()
                 .zip(
                     media
                         .iter()
-                        .filter_map(|(_, b)| b.as_deref())
-                        .chain(std::iter::once(xml.as_slice())),
+                        .filter_map(|(_, m)| *m)
+                        .chain(std::iter::once(xml_md5)),
                 )
                 .collect();
-            let source = SignatureSource {
+            let fields = SignatureDigests {
                 form_id: &manifest.form_id,
                 version: manifest.version.as_deref(),
                 base64_encrypted_key: &manifest.base64_encrypted_key,
                 instance_id: &manifest.instance_id,
                 files: &files,
             };
-            if odk::verify_signature(key, &source, sig) {
+            if odk::verify_signature_digests(key, &fields, sig) {
                 "valid"
             } else {
                 "invalid"
@@ -480,15 +532,14 @@ fn decrypt_dir(
         _ => "unknown",
     };
 
-    fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut files = vec![ENVELOPE.to_owned()];
     write_private(&out_dir.join(ENVELOPE), &xml)?;
-    for (name, bytes) in &media {
-        if let Some(bytes) = bytes {
-            write_private(&out_dir.join(name), bytes)?;
-            files.push(name.clone());
-        }
-    }
+    files.extend(
+        media
+            .iter()
+            .filter(|(_, m)| m.is_some())
+            .map(|(n, _)| n.clone()),
+    );
     let line = serde_json::json!({
         "instanceId": manifest.instance_id,
         "formId": manifest.form_id,
@@ -508,6 +559,60 @@ fn decrypt_dir(
         File::create(out_dir.join(DONE)).context("cannot write the .done marker")?;
     }
     Ok(Report { signature, missing })
+}
+
+/// Why streaming one file failed: the ciphertext (reported as damage) or the disk.
+enum StreamError {
+    Crypto(CryptoError),
+    Io(anyhow::Error),
+}
+
+/// Chunk size for streamed media decryption.
+const STREAM_CHUNK: usize = 1 << 20;
+
+/// Decrypts one media file from `src` into `dst` in bounded memory (written to `dst.part`,
+/// renamed once the padding checked out); returns the MD5 of the plaintext for the signature.
+fn decrypt_stream(
+    aes: &fieldvault_crypto::Key256,
+    iv: [u8; 16],
+    src: &Path,
+    dst: &Path,
+) -> Result<[u8; 16], StreamError> {
+    use std::io::Read as _;
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        StreamError::Io(anyhow!("cannot {what} {}: {e}", p.display()))
+    };
+    let mut input = File::open(src).map_err(|e| io("read", src, e))?;
+    let part = dst.with_file_name(format!(
+        "{}.part",
+        dst.file_name().and_then(|n| n.to_str()).unwrap_or("media")
+    ));
+    let mut out = open_private(&part).map_err(|e| io("write", &part, e))?;
+    let mut dec = odk::Decryptor::new(aes, iv);
+    let mut md5 = md5::Md5::new();
+    let mut buf = vec![0u8; STREAM_CHUNK];
+    loop {
+        let n = input.read(&mut buf).map_err(|e| io("read", src, e))?;
+        if n == 0 {
+            break;
+        }
+        let plain = dec.update(&buf[..n]);
+        md5.update(&plain);
+        out.write_all(&plain).map_err(|e| io("write", &part, e))?;
+    }
+    let last = match dec.finish() {
+        Ok(last) => last,
+        Err(e) => {
+            drop(out);
+            let _ = fs::remove_file(&part);
+            return Err(StreamError::Crypto(e));
+        }
+    };
+    md5.update(&last);
+    out.write_all(&last).map_err(|e| io("write", &part, e))?;
+    drop(out);
+    fs::rename(&part, dst).map_err(|e| io("write", dst, e))?;
+    Ok(md5.finalize().into())
 }
 
 fn damaged(name: &str, e: &CryptoError) -> anyhow::Error {
@@ -553,13 +658,18 @@ fn create_new_private(path: &Path) -> anyhow::Result<File> {
     })
 }
 
-/// Writes (or replaces) a plaintext output file, readable only by its owner.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Opens (creating or truncating) a plaintext output file readable only by its owner.
+fn open_private(path: &Path) -> std::io::Result<File> {
     let mut o = OpenOptions::new();
     o.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
     o.open(path)
+}
+
+/// Writes (or replaces) a plaintext output file, readable only by its owner.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    open_private(path)
         .and_then(|mut f| f.write_all(bytes))
         .with_context(|| format!("cannot write {}", path.display()))
 }

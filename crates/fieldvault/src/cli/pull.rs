@@ -2,7 +2,8 @@
 //! files, which the server cannot read) into a directory, incrementally and resumably, checking
 //! every file against the SHA-256 the server recorded at intake.
 //!
-//! Layout: `OUT/<xmlFormId>/<instanceId, ':' as '_'>/submission.xml` plus the attachments, and a
+//! Layout: `OUT/<xmlFormId>/form.xml` (the current form definition, for column names), then
+//! `OUT/<xmlFormId>/<instanceId, ':' as '_'>/submission.xml` plus the attachments, and a
 //! `.complete` marker once everything of that submission is on disk. A submission with a marker
 //! is skipped on the next run; an interrupted one is fetched again (files go to `*.part` first and
 //! are renamed only after their hash matches).
@@ -128,7 +129,16 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         let form_dir = args.out.join(dir_name(form));
         std::fs::create_dir_all(&form_dir)
             .with_context(|| format!("cannot create {}", form_dir.display()))?;
+        // The form definition, so `fieldvault decrypt` can name and order the CSV columns.
+        let def = client
+            .get(&format!("{project}/forms/{}.xml", segment(form)))
+            .await?
+            .bytes()
+            .await?;
+        write_atomic(&form_dir.join("form.xml"), &def)?;
         let base = format!("{project}/forms/{}/submissions", segment(form));
+        // List first, so the progress bar knows how much is left.
+        let mut pending = Vec::new();
         let mut offset = 0usize;
         loop {
             let page = client
@@ -139,15 +149,10 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
                 let Some(id) = row["instanceId"].as_str() else {
                     continue;
                 };
-                let dir = form_dir.join(dir_name(id));
-                if dir.join(".complete").exists() {
+                if form_dir.join(dir_name(id)).join(".complete").exists() {
                     skipped += 1;
-                    continue;
-                }
-                bytes += fetch_one(&client, &format!("{base}/{}", segment(id)), &dir).await?;
-                fetched += 1;
-                if fetched % 100 == 0 {
-                    eprintln!("… {fetched} submissions downloaded");
+                } else {
+                    pending.push((id.to_owned(), row_meta(row)));
                 }
             }
             if rows.len() < PAGE {
@@ -155,6 +160,18 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             }
             offset += PAGE;
         }
+        let progress = super::progress::bar(pending.len() as u64, "submissions");
+        progress.set_message(form.clone());
+        for (id, meta) in &pending {
+            let dir = form_dir.join(dir_name(id));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            write_atomic(&dir.join("meta.json"), meta.to_string().as_bytes())?;
+            bytes += fetch_one(&client, &format!("{base}/{}", segment(id)), &dir, &progress).await?;
+            fetched += 1;
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
     }
     eprintln!(
         "Downloaded {fetched} submission(s) ({bytes} bytes), {skipped} already present, from {} form(s) into {}.",
@@ -164,8 +181,25 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `fieldvault decrypt` puts in the system columns of its tables (`meta.json`).
+fn row_meta(row: &Value) -> Value {
+    serde_json::json!({
+        "instanceId": row["instanceId"],
+        "createdAt": row["createdAt"],
+        "submitterId": row["submitterId"],
+        "deviceId": row["deviceId"],
+        "reviewState": row["reviewState"],
+        "formVersion": row["currentVersion"]["formVersion"],
+    })
+}
+
 /// Downloads one submission's XML and attachments; returns the bytes written.
-async fn fetch_one(client: &Client, sub: &str, dir: &Path) -> anyhow::Result<u64> {
+async fn fetch_one(
+    client: &Client,
+    sub: &str,
+    dir: &Path,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<u64> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let xml = client.get(&format!("{sub}.xml")).await?.bytes().await?;
     write_atomic(&dir.join("submission.xml"), &xml)?;
@@ -173,11 +207,13 @@ async fn fetch_one(client: &Client, sub: &str, dir: &Path) -> anyhow::Result<u64
     let atts = client.json(&format!("{sub}/attachments")).await?;
     for a in atts.as_array().cloned().unwrap_or_default() {
         if a["exists"] != Value::Bool(true) {
-            eprintln!(
-                "warning: {} has no {} on the server yet",
-                dir.display(),
-                a["name"]
-            );
+            progress.suspend(|| {
+                eprintln!(
+                    "warning: {} has no {} on the server yet",
+                    dir.display(),
+                    a["name"]
+                )
+            });
             continue;
         }
         let name = safe_file(a["name"].as_str().unwrap_or_default())?.to_owned();

@@ -12,6 +12,7 @@ mod import;
 mod keys;
 mod odk_cli;
 mod openrosa;
+mod project_key;
 mod serve;
 mod startup_errors;
 mod tls;

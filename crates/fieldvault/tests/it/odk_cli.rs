@@ -422,3 +422,136 @@ fn decrypt_real_collect_submission() {
     assert_eq!(e["signature"], "unknown");
     assert_eq!(e["missing"], serde_json::json!(["1561432532482.jpg"]));
 }
+
+/// A form with a repeat group, as `fieldvault pull` saves it beside the submissions.
+const REPEAT_FORM: &str = r#"<?xml version="1.0"?>
+<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa">
+  <h:head><h:title>Household</h:title>
+    <model>
+      <instance><data id="hh" version="1"><name/><age/><member jr:template=""><mname/></member><meta><instanceID/></meta></data></instance>
+      <bind nodeset="/data/name" type="string"/>
+      <bind nodeset="/data/age" type="int"/>
+      <bind nodeset="/data/member/mname" type="string"/>
+      <bind nodeset="/data/meta/instanceID" type="string" readonly="true()"/>
+    </model>
+  </h:head>
+  <h:body>
+    <input ref="/data/name"><label>Name</label></input>
+    <input ref="/data/age"><label>Age</label></input>
+    <group ref="/data/member"><label>Members</label><repeat nodeset="/data/member"><input ref="/data/member/mname"><label>Member</label></input></repeat></group>
+  </h:body>
+</h:html>"#;
+
+fn read_csv(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes());
+    r.records()
+        .map(|rec| rec.unwrap().iter().map(str::to_owned).collect())
+        .collect()
+}
+
+fn column(table: &[Vec<String>], row: usize, name: &str) -> String {
+    let i = table[0]
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name} in {:?}", table[0]));
+    table[row][i].clone()
+}
+
+#[test]
+fn decrypt_writes_csv_tables_with_repeats_and_json_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let public = keygen(d, "k.pem", None);
+    std::fs::create_dir_all(d.join("in/hh")).unwrap();
+    std::fs::write(d.join("in/hh/form.xml"), REPEAT_FORM).unwrap();
+    let subs = [
+        (
+            "uuid:h1",
+            "<data id=\"hh\" version=\"1\"><name>Ada, \"the first\"</name><age>36</age>\
+             <member><mname>Byron</mname></member><member><mname>Lovelace</mname></member>\
+             <meta><instanceID>uuid:h1</instanceID></meta></data>",
+        ),
+        (
+            "uuid:h2",
+            "<data id=\"hh\" version=\"1\"><name>Grace</name><age>85</age><legacy>old field</legacy>\
+             <meta><instanceID>uuid:h2</instanceID></meta></data>",
+        ),
+    ];
+    for (id, xml) in subs {
+        let x = d.join(format!("{}.xml", id.replace(':', "_")));
+        std::fs::write(&x, xml).unwrap();
+        let out = d.join("in/hh").join(id.replace(':', "_"));
+        let (ok, _, err) = fv(
+            d,
+            &[
+                "encrypt-submission",
+                "--public-key",
+                &public,
+                "--form-id",
+                "hh",
+                "--version",
+                "1",
+                "--instance-id",
+                id,
+                "--xml",
+                x.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(ok, "{err}");
+    }
+    let decrypt = |out: &str| {
+        fv(
+            d,
+            &["decrypt", "--key", "k.pem", "--in", "in", "--out", out],
+            "",
+        )
+    };
+    let (ok, _, err) = decrypt("out");
+    assert!(ok, "{err}");
+    assert!(err.contains("hh.csv") && err.contains("hh-member.csv"), "{err}");
+
+    let main = read_csv(&d.join("out/hh.csv"));
+    assert_eq!(main.len(), 3, "header + 2 rows: {main:?}");
+    assert_eq!(main[0][0], "SubmissionDate");
+    assert_eq!(main[0][1..3], ["name".to_owned(), "age".to_owned()]);
+    assert!(main[0].contains(&"legacy".to_owned()), "an older version's field is kept");
+    assert_eq!(column(&main, 1, "name"), "Ada, \"the first\"");
+    assert_eq!(column(&main, 1, "KEY"), "uuid:h1");
+    assert_eq!(column(&main, 1, "AttachmentsExpected"), "0");
+    assert_eq!(column(&main, 2, "legacy"), "old field");
+    let members = read_csv(&d.join("out/hh-member.csv"));
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert_eq!(column(&members, 1, "mname"), "Byron");
+    assert_eq!(column(&members, 2, "mname"), "Lovelace");
+    assert_eq!(column(&members, 2, "PARENT_KEY"), "uuid:h1");
+    assert_eq!(column(&members, 2, "KEY"), "uuid:h1/member[2]");
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(d.join("out/hh.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["age"], 36, "typed from the form");
+    assert_eq!(lines[0]["_uuid"], "h1");
+    assert_eq!(lines[0]["member"][1]["member/mname"], "Lovelace");
+
+    // A resumed run skips the decryption but still writes complete tables.
+    let (ok, _, err) = decrypt("out");
+    assert!(ok && err.contains("skipped 2"), "{err}");
+    assert_eq!(read_csv(&d.join("out/hh.csv")).len(), 3);
+
+    // Without the form definition the columns are inferred from the data.
+    std::fs::remove_file(d.join("in/hh/form.xml")).unwrap();
+    let (ok, _, err) = decrypt("out2");
+    assert!(ok, "{err}");
+    let inferred = read_csv(&d.join("out2/hh.csv"));
+    assert_eq!(column(&inferred, 2, "name"), "Grace");
+    assert_eq!(read_csv(&d.join("out2/hh-member.csv")).len(), 3);
+}
