@@ -5,8 +5,10 @@
 pub mod account;
 pub mod authz;
 pub mod error;
+pub mod flatten;
 pub mod ids;
 pub mod password_policy;
+pub mod schema;
 pub mod softlock;
 pub mod submission;
 pub mod xform;
@@ -15,7 +17,9 @@ mod xml;
 
 pub use authz::{Actor, Resource, Scopes, Verb, authorize};
 pub use error::CoreError;
+pub use flatten::{Instance, parse_instance};
 pub use ids::{ProjectId, UserId};
+pub use schema::{FormSchema, parse_schema};
 pub use submission::{
     EncryptedEnvelope, IntakeDecision, SubmissionMeta, decide, parse_submission,
     parse_submission_with_attachments,
