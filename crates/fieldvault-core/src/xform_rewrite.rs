@@ -77,11 +77,12 @@ pub fn rewrite_xform(bytes: &[u8], change: XFormRewrite<'_>) -> Result<Vec<u8>, 
 
     loop {
         let before = pos(reader.buffer_position());
-        let event = reader
-            .read_event()
-            .map_err(|e| malformed(format!("{e}")))?;
+        let event = reader.read_event().map_err(|e| malformed(format!("{e}")))?;
         let after = pos(reader.buffer_position());
-        let span = Span { start: before, end: after };
+        let span = Span {
+            start: before,
+            end: after,
+        };
         match event {
             Event::Start(ref s) | Event::Empty(ref s) => {
                 let empty = matches!(event, Event::Empty(_));
@@ -127,8 +128,7 @@ pub fn rewrite_xform(bytes: &[u8], change: XFormRewrite<'_>) -> Result<Vec<u8>, 
             _ => {}
         }
     }
-    let (model_span, prefix) =
-        model.ok_or_else(|| malformed("the form has no <model>".into()))?;
+    let (model_span, prefix) = model.ok_or_else(|| malformed("the form has no <model>".into()))?;
     let (root_span, root_tag, root_empty) =
         root.ok_or_else(|| malformed("the form has no primary instance".into()))?;
 
@@ -175,12 +175,7 @@ fn pos(p: u64) -> usize {
 
 /// Regenerates a start (or empty) tag with `attr` set to `value` (or removed when `None`),
 /// keeping every other attribute's raw text and order.
-fn retag(
-    raw: &[u8],
-    empty: bool,
-    attr: &str,
-    value: Option<&str>,
-) -> Result<Vec<u8>, CoreError> {
+fn retag(raw: &[u8], empty: bool, attr: &str, value: Option<&str>) -> Result<Vec<u8>, CoreError> {
     let start = BytesStart::from_content(
         std::str::from_utf8(raw)
             .map_err(|_| CoreError::invalid(FIELD, "cannot rewrite: a tag is not UTF-8"))?,
@@ -196,7 +191,11 @@ fn retag(
             if let Some(v) = value
                 && !replaced
             {
-                push_attr(&mut out, a.key.as_ref(), quick_xml::escape::escape(v).as_bytes());
+                push_attr(
+                    &mut out,
+                    a.key.as_ref(),
+                    quick_xml::escape::escape(v).as_bytes(),
+                );
                 replaced = true;
             }
             continue;
@@ -204,7 +203,11 @@ fn retag(
         push_attr(&mut out, a.key.as_ref(), &a.value);
     }
     if let (Some(v), false) = (value, replaced) {
-        push_attr(&mut out, attr.as_bytes(), quick_xml::escape::escape(v).as_bytes());
+        push_attr(
+            &mut out,
+            attr.as_bytes(),
+            quick_xml::escape::escape(v).as_bytes(),
+        );
     }
     out.extend_from_slice(if empty { b"/>" } else { b">" });
     Ok(out)
@@ -220,7 +223,11 @@ fn name_len(content: &[u8]) -> usize {
 
 /// Appends ` key="value"`; a raw value that holds `"` (it was single-quoted) keeps single quotes.
 fn push_attr(out: &mut Vec<u8>, key: &[u8], raw_value: &[u8]) {
-    let quote = if raw_value.contains(&b'"') { b'\'' } else { b'"' };
+    let quote = if raw_value.contains(&b'"') {
+        b'\''
+    } else {
+        b'"'
+    };
     out.push(b' ');
     out.extend_from_slice(key);
     out.push(b'=');
@@ -303,7 +310,11 @@ mod tests {
         let x = parse_xform(&off, 1 << 20).unwrap();
         assert_eq!(x.base64_rsa_public_key, None);
         assert_eq!(x.version.as_deref(), Some("4"));
-        assert!(String::from_utf8(off).unwrap().contains(r#"<submission method="form-data-post"/>"#));
+        assert!(
+            String::from_utf8(off)
+                .unwrap()
+                .contains(r#"<submission method="form-data-post"/>"#)
+        );
     }
 
     #[test]
@@ -318,10 +329,16 @@ mod tests {
         )
         .unwrap();
         let text = String::from_utf8(out.clone()).unwrap();
-        assert!(text.contains(r#"<xf:model><xf:submission base64RsaPublicKey="K"/>"#), "{text}");
+        assert!(
+            text.contains(r#"<xf:model><xf:submission base64RsaPublicKey="K"/>"#),
+            "{text}"
+        );
         assert!(text.contains(r#"<d id="p" version="1">"#));
         assert_eq!(
-            parse_xform(&out, 1 << 20).unwrap().base64_rsa_public_key.as_deref(),
+            parse_xform(&out, 1 << 20)
+                .unwrap()
+                .base64_rsa_public_key
+                .as_deref(),
             Some("K")
         );
     }

@@ -122,6 +122,16 @@ pub struct FormAttachmentRow {
     pub md5: Option<String>,
     /// Plaintext size.
     pub size: Option<i64>,
+    /// The definition whose id the blob's associated data names, when the file was carried over
+    /// from an earlier definition (a re-keyed form); `None`: this definition.
+    pub sealed_for_def: Option<i64>,
+}
+
+impl FormAttachmentRow {
+    /// The definition id bound into the blob's associated data.
+    pub fn sealed_def_id(&self) -> i64 {
+        self.sealed_for_def.unwrap_or(self.form_def_id)
+    }
 }
 
 /// A collector account tied to one project ("app user" in ODK Central).

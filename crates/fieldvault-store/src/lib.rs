@@ -36,11 +36,11 @@ pub use forms::{
 pub use keyring::Keyring;
 pub use model::{DataKeyRow, NewProject, NewUser, ProjectRow, UserRow, now_ms};
 pub use open::{MasterKeySource, Opened, StorageSettings, open};
+pub use project_keys::{KeyedDef, ProjectKeyRow, ProjectKeyStore};
 pub use submissions::{
     IngestOutcome, IngestResult, NewSubmission, ReceivedAttachment, SubmissionAttachmentRow,
     SubmissionRow, SubmissionStore, SubmissionVersionRow,
 };
-pub use project_keys::{KeyedDef, ProjectKeyRow, ProjectKeyStore};
 pub use throttle::ThrottleStore;
 pub use tokens::{ApiTokenRow, SessionRow, TokenStore};
 pub use two_factor::{TotpRow, TwoFactorStore};

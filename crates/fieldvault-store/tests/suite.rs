@@ -1236,3 +1236,174 @@ async fn sqlite_snapshot_is_encrypted_and_consistent() {
     let wrong = Key256::generate().unwrap();
     assert!(SqliteStore::open(&snap, &wrong, false, 1).await.is_err());
 }
+
+/// Project keys: a key change re-publishes forms (media carried over with the definition their
+/// blobs were sealed for), rewrites drafts in place, keeps the key history, and is all or nothing.
+async fn project_keys(settings: StorageSettings) {
+    use fieldvault_store::KeyedDef;
+    let opened = open(&settings, true).await.unwrap();
+    let store = opened.store.clone();
+    let (dk, _) = opened.keyring.new_data_key().unwrap();
+    let p = store
+        .create_project(
+            &NewProject {
+                name: "K".into(),
+                description: None,
+                created_by: None,
+            },
+            &dk,
+        )
+        .await
+        .unwrap();
+    let pid = p.project_id();
+    let (f, d1) = store
+        .create_form(pid, &def("keyed", "1", &["logo.png"]), true)
+        .await
+        .unwrap();
+    store
+        .set_form_attachment(d1.id, "logo.png", Some("image/png"), "blob-1", "md5:aa", 3)
+        .await
+        .unwrap();
+    let (g, g_draft) = store
+        .create_form(pid, &def("drafted", "4", &[]), false)
+        .await
+        .unwrap();
+    assert!(store.project_public_key(p.id).await.unwrap().is_none());
+
+    let keyed = |form_id, old_def_id, version: &str, key: Option<&str>| KeyedDef {
+        form_id,
+        old_def_id,
+        def: NewFormDef {
+            public_key: key.map(str::to_owned),
+            ..def(
+                if form_id == f.id { "keyed" } else { "drafted" },
+                version,
+                &["logo.png"],
+            )
+        },
+    };
+    let out = store
+        .change_project_key(
+            p.id,
+            Some("KEY-A"),
+            None,
+            &[keyed(f.id, d1.id, "1[encrypted:a]", Some("KEY-A"))],
+            &[keyed(g.id, g_draft.id, "4", Some("KEY-A"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 2);
+    let f2 = store.form(pid, "keyed").await.unwrap().unwrap();
+    assert_eq!(f2.published_def_id, Some(out[0].id));
+    let media = store.form_attachments(out[0].id).await.unwrap();
+    assert_eq!(media[0].blob_name.as_deref(), Some("blob-1"));
+    assert_eq!(
+        media[0].sealed_def_id(),
+        d1.id,
+        "sealed for the original definition"
+    );
+    let g2 = store.form(pid, "drafted").await.unwrap().unwrap();
+    assert_eq!(
+        g2.draft_def_id,
+        Some(g_draft.id),
+        "a draft is rewritten in place"
+    );
+    assert_eq!(
+        store
+            .form_def(g_draft.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .public_key
+            .as_deref(),
+        Some("KEY-A")
+    );
+    assert_eq!(
+        store
+            .project_public_key(p.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .public_key,
+        "KEY-A"
+    );
+
+    // A stale definition id (someone published meanwhile): nothing changes.
+    match store
+        .change_project_key(
+            p.id,
+            Some("KEY-B"),
+            None,
+            &[keyed(f.id, d1.id, "1[encrypted:b]", Some("KEY-B"))],
+            &[],
+        )
+        .await
+    {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store
+            .project_public_key(p.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .public_key,
+        "KEY-A"
+    );
+    // An already published version: refused, nothing changes.
+    match store
+        .change_project_key(
+            p.id,
+            None,
+            None,
+            &[keyed(f.id, out[0].id, "1[encrypted:a]", None)],
+            &[],
+        )
+        .await
+    {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Off: the key is retired and listed in the history.
+    store
+        .change_project_key(
+            p.id,
+            None,
+            None,
+            &[keyed(f.id, out[0].id, "1[unencrypted:c]", None)],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(store.project_public_key(p.id).await.unwrap().is_none());
+    let history = store.project_public_keys(p.id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(history[0].retired_at.is_some());
+    let f3 = store.form(pid, "keyed").await.unwrap().unwrap();
+    let media = store
+        .form_attachments(f3.published_def_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        media[0].sealed_def_id(),
+        d1.id,
+        "still the original definition"
+    );
+}
+
+#[tokio::test]
+async fn project_keys_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    project_keys(settings(&dir.path().join("data"), None)).await;
+}
+
+#[tokio::test]
+async fn project_keys_postgres() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    project_keys(settings(dir.path(), Some(&db.url))).await;
+    db.drop_db().await;
+}

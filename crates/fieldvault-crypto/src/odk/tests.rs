@@ -564,7 +564,10 @@ fn odk_signature_from_streamed_digests_equals_the_whole_file_form() {
     let private = OdkPrivateKey::generate().unwrap();
     let sig = src.sign(private.public_key()).unwrap();
     assert!(verify_signature_digests(&private, &streamed, &sig));
-    let other = SignatureDigests { instance_id: "uuid:2", ..streamed };
+    let other = SignatureDigests {
+        instance_id: "uuid:2",
+        ..streamed
+    };
     assert!(!verify_signature_digests(&private, &other, &sig));
 }
 

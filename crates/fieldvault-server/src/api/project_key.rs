@@ -21,10 +21,7 @@ use crate::service::encryption::{self, EncryptionStatus};
 
 /// The project key routes.
 pub fn routes() -> Router<App> {
-    Router::new().route(
-        "/v1/projects/{id}/key",
-        get(read).post(set).delete(remove),
-    )
+    Router::new().route("/v1/projects/{id}/key", get(read).post(set).delete(remove))
 }
 
 #[derive(Deserialize)]
@@ -92,7 +89,10 @@ async fn set(
             "Send the project's RSA public key as {\"publicKey\": \"<base64 DER \
              SubjectPublicKeyInfo>\"} (`fieldvault keygen` prints it)."
         };
-        return Err(ApiError::bad_request("project.key.public_key_required", message));
+        return Err(ApiError::bad_request(
+            "project.key.public_key_required",
+            message,
+        ));
     };
     let status = encryption::set_key(&app, &who.actor, id, Some(&key)).await?;
     Ok(Json(status_json(&status)))

@@ -104,7 +104,8 @@ pub async fn create(
         return Err(ServiceError::NotFound);
     }
     authorize(&actor, Verb::FormUpdate, Resource::Project(project))?;
-    let def = super::encryption::apply_project_key(app, project, new_def(body, content_type)?).await?;
+    let def =
+        super::encryption::apply_project_key(app, project, new_def(body, content_type)?).await?;
     let (form, def) = match app.store.create_form(project, &def, publish).await {
         Err(StoreError::Conflict { .. }) => {
             return Err(ServiceError::Conflict {
@@ -140,7 +141,8 @@ pub async fn replace_draft(
     content_type: Option<&str>,
 ) -> Result<FormView, ServiceError> {
     let (_, form, _) = load(app, actor, project, xml_form_id, Verb::FormUpdate).await?;
-    let def = super::encryption::apply_project_key(app, project, new_def(body, content_type)?).await?;
+    let def =
+        super::encryption::apply_project_key(app, project, new_def(body, content_type)?).await?;
     if def.xml_form_id != form.xml_form_id {
         return Err(ServiceError::Invalid {
             code: "form.id_mismatch",
@@ -436,7 +438,7 @@ pub async fn media(
     let blob = slot.blob_name.clone().unwrap_or_default();
     let stream = app
         .blobs
-        .get_stream(&key, &blob, &media_aad(p.id, def_id, name))
+        .get_stream(&key, &blob, &media_aad(p.id, slot.sealed_def_id(), name))
         .await?;
     Ok((slot, stream))
 }

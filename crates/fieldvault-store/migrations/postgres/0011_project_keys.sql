@@ -10,3 +10,7 @@ CREATE TABLE project_keys (
     retired_at BIGINT
 );
 CREATE UNIQUE INDEX project_keys_current ON project_keys (project_id) WHERE retired_at IS NULL;
+
+-- A re-keyed form's new definition serves the media of the one it replaces; the blobs' associated
+-- data still names the definition they were uploaded for.
+ALTER TABLE form_attachments ADD COLUMN sealed_for_def BIGINT;

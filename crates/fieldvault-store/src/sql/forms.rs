@@ -275,7 +275,7 @@ macro_rules! form_store_impl {
                 def_id: i64,
             ) -> Result<Vec<$crate::FormAttachmentRow>, $crate::StoreError> {
                 Ok(sqlx::query_as(
-                    "SELECT id, form_def_id, name, content_type, blob_name, md5, size \
+                    "SELECT id, form_def_id, name, content_type, blob_name, md5, size, sealed_for_def \
                      FROM form_attachments WHERE form_def_id = $1 ORDER BY name",
                 )
                 .bind(def_id)
@@ -304,8 +304,8 @@ macro_rules! form_store_impl {
                     return Err($crate::StoreError::NotFound);
                 };
                 sqlx::query(
-                    "UPDATE form_attachments SET content_type = $1, blob_name = $2, md5 = $3, size = $4 \
-                     WHERE form_def_id = $5 AND name = $6",
+                    "UPDATE form_attachments SET content_type = $1, blob_name = $2, md5 = $3, size = $4, \
+                     sealed_for_def = NULL WHERE form_def_id = $5 AND name = $6",
                 )
                 .bind(content_type)
                 .bind(blob_name)

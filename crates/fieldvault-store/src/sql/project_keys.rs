@@ -87,6 +87,9 @@ macro_rules! project_key_store_impl {
                            md5 = (SELECT o.md5 FROM form_attachments o \
                              WHERE o.form_def_id = $1 AND o.name = form_attachments.name), \
                            size = (SELECT o.size FROM form_attachments o \
+                             WHERE o.form_def_id = $1 AND o.name = form_attachments.name), \
+                           sealed_for_def = (SELECT COALESCE(o.sealed_for_def, o.form_def_id) \
+                             FROM form_attachments o \
                              WHERE o.form_def_id = $1 AND o.name = form_attachments.name) \
                          WHERE form_def_id = $2",
                     )

@@ -294,7 +294,14 @@ pub fn run_decrypt(args: &DecryptArgs) -> anyhow::Result<()> {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(dir) = dirs.get(i) else { break };
-                        done.push(decrypt_one(&key, &args.input, dir, &args.out, &index, &progress));
+                        done.push(decrypt_one(
+                            &key,
+                            &args.input,
+                            dir,
+                            &args.out,
+                            &index,
+                            &progress,
+                        ));
                         progress.inc(1);
                     }
                     done
@@ -422,7 +429,9 @@ fn decrypt_one(
     match decrypt_dir(key, dir, &out_dir, index) {
         Ok(report) => {
             for m in &report.missing {
-                say(format!("{label}: media file {m} is missing (not decrypted)"));
+                say(format!(
+                    "{label}: media file {m} is missing (not decrypted)"
+                ));
             }
             if report.signature == "invalid" {
                 say(format!(
@@ -484,10 +493,12 @@ fn decrypt_dir(
         let plain = name.strip_suffix(".enc").unwrap_or(name).to_owned();
         let path = dir.join(name);
         let md5 = if path.is_file() {
-            Some(decrypt_stream(&aes, iv, &path, &out_dir.join(&plain)).map_err(|e| match e {
-                StreamError::Crypto(c) => damaged(name, &c),
-                StreamError::Io(e) => e,
-            })?)
+            Some(
+                decrypt_stream(&aes, iv, &path, &out_dir.join(&plain)).map_err(|e| match e {
+                    StreamError::Crypto(c) => damaged(name, &c),
+                    StreamError::Io(e) => e,
+                })?,
+            )
         } else {
             None
         };

@@ -167,7 +167,8 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             write_atomic(&dir.join("meta.json"), meta.to_string().as_bytes())?;
-            bytes += fetch_one(&client, &format!("{base}/{}", segment(id)), &dir, &progress).await?;
+            bytes +=
+                fetch_one(&client, &format!("{base}/{}", segment(id)), &dir, &progress).await?;
             fetched += 1;
             progress.inc(1);
         }

@@ -514,13 +514,19 @@ fn decrypt_writes_csv_tables_with_repeats_and_json_lines() {
     };
     let (ok, _, err) = decrypt("out");
     assert!(ok, "{err}");
-    assert!(err.contains("hh.csv") && err.contains("hh-member.csv"), "{err}");
+    assert!(
+        err.contains("hh.csv") && err.contains("hh-member.csv"),
+        "{err}"
+    );
 
     let main = read_csv(&d.join("out/hh.csv"));
     assert_eq!(main.len(), 3, "header + 2 rows: {main:?}");
     assert_eq!(main[0][0], "SubmissionDate");
     assert_eq!(main[0][1..3], ["name".to_owned(), "age".to_owned()]);
-    assert!(main[0].contains(&"legacy".to_owned()), "an older version's field is kept");
+    assert!(
+        main[0].contains(&"legacy".to_owned()),
+        "an older version's field is kept"
+    );
     assert_eq!(column(&main, 1, "name"), "Ada, \"the first\"");
     assert_eq!(column(&main, 1, "KEY"), "uuid:h1");
     assert_eq!(column(&main, 1, "AttachmentsExpected"), "0");

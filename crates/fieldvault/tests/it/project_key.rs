@@ -48,7 +48,10 @@ impl Ctx {
         let r = r.basic_auth("owner", Some(PASSWORD)).send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
     async fn get(&self, path: &str) -> (u16, Value) {
         self.send(self.c.get(format!("{}{path}", self.base))).await
@@ -77,7 +80,10 @@ impl Ctx {
                 .unwrap(),
         );
         for (name, bytes) in files {
-            form = form.part(name.clone(), Part::bytes(bytes.clone()).file_name(name.clone()));
+            form = form.part(
+                name.clone(),
+                Part::bytes(bytes.clone()).file_name(name.clone()),
+            );
         }
         self.c
             .post(format!("{}/submission", self.base))
@@ -128,7 +134,10 @@ async fn project_key_reversions_forms_and_is_audited() {
     let (s, v) = ctx
         .send(
             ctx.c
-                .post(format!("{}/forms/household/draft/attachments/logo.png", ctx.base))
+                .post(format!(
+                    "{}/forms/household/draft/attachments/logo.png",
+                    ctx.base
+                ))
                 .body(logo.clone()),
         )
         .await;
@@ -137,16 +146,32 @@ async fn project_key_reversions_forms_and_is_audited() {
     assert_eq!(before["encrypted"], false);
 
     // Refusals change nothing.
-    let (s, v) = ctx.post_key(json!({"passphrase": "a long passphrase"})).await;
-    assert_eq!((s, v["code"].as_str()), (400, Some("project.key.public_key_required")), "{v}");
+    let (s, v) = ctx
+        .post_key(json!({"passphrase": "a long passphrase"}))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("project.key.public_key_required")),
+        "{v}"
+    );
     assert!(v["message"].as_str().unwrap().contains("fieldvault keygen"));
-    let (s, v) = ctx.post_key(json!({"publicKey": "not base64 at all!"})).await;
-    assert_eq!((s, v["code"].as_str()), (400, Some("project.key.invalid")), "{v}");
+    let (s, v) = ctx
+        .post_key(json!({"publicKey": "not base64 at all!"}))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("project.key.invalid")),
+        "{v}"
+    );
     let pem = other.public_key().to_base64_spki();
     let (s, v) = ctx
         .post_key(json!({"publicKey": format!("-----BEGIN PUBLIC KEY-----\n{pem}\n-----END PUBLIC KEY-----")}))
         .await;
-    assert_eq!((s, v["code"].as_str()), (400, Some("project.key.invalid")), "{v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("project.key.invalid")),
+        "{v}"
+    );
     let stranger = ctx
         .c
         .post(format!("{}/key", ctx.base))
@@ -155,7 +180,11 @@ async fn project_key_reversions_forms_and_is_audited() {
         .send()
         .await
         .unwrap();
-    assert_eq!(stranger.status(), 404, "a stranger does not learn the project exists");
+    assert_eq!(
+        stranger.status(),
+        404,
+        "a stranger does not learn the project exists"
+    );
     let (_, unchanged) = ctx.get("/forms/household").await;
     assert_eq!(unchanged["version"], before["version"]);
     let (s, v) = ctx.get("/key").await;
@@ -170,16 +199,26 @@ async fn project_key_reversions_forms_and_is_audited() {
     assert_eq!(v["current"]["public"], public);
     assert_eq!(v["current"]["managed"], false);
     let reversioned = v["reversionedForms"].as_array().unwrap();
-    assert_eq!(reversioned.len(), 1, "only the published form without its own key: {v}");
+    assert_eq!(
+        reversioned.len(),
+        1,
+        "only the published form without its own key: {v}"
+    );
     assert_eq!(reversioned[0]["xmlFormId"], "household");
 
     let (_, after) = ctx.get("/forms/household").await;
     let version = after["version"].as_str().unwrap().to_owned();
     assert!(version.starts_with("2024[encrypted:"), "{version}");
     assert_eq!(after["encrypted"], true);
-    assert_ne!(after["hash"], before["hash"], "collectors must see a new hash");
+    assert_ne!(
+        after["hash"], before["hash"],
+        "collectors must see a new hash"
+    );
     let xml = ctx.text("/forms/household.xml").await;
-    assert!(xml.contains(&format!("base64RsaPublicKey=\"{public}\"")), "{xml}");
+    assert!(
+        xml.contains(&format!("base64RsaPublicKey=\"{public}\"")),
+        "{xml}"
+    );
     assert!(xml.contains(&format!("version=\"{version}\"")));
     // The formList advertises the new hash, and the media file is still served.
     let list = ctx.text("/formList").await;
@@ -197,7 +236,10 @@ async fn project_key_reversions_forms_and_is_audited() {
 
     // The draft took the key without a new version; the own-key form kept its key and version.
     let (_, draft) = ctx.get("/forms/drafty/draft").await;
-    assert_eq!((draft["version"].as_str(), &draft["encrypted"]), (Some("7"), &json!(true)));
+    assert_eq!(
+        (draft["version"].as_str(), &draft["encrypted"]),
+        (Some("7"), &json!(true))
+    );
     let own = ctx.text("/forms/ownkey.xml").await;
     assert!(own.contains(&other_public) && !own.contains(&public));
     let (_, own_meta) = ctx.get("/forms/ownkey").await;
@@ -211,7 +253,11 @@ async fn project_key_reversions_forms_and_is_audited() {
                 .body(plain_form("later", "5", false)),
         )
         .await;
-    assert_eq!((s, &v["encrypted"], &v["version"]), (200, &json!(true), &json!("5")), "{v}");
+    assert_eq!(
+        (s, &v["encrypted"], &v["version"]),
+        (200, &json!(true), &json!("5")),
+        "{v}"
+    );
 
     // Setting the same key again changes nothing.
     let (s, v) = ctx.post_key(json!({"publicKey": public})).await;
@@ -225,9 +271,7 @@ async fn project_key_reversions_forms_and_is_audited() {
     let plain = format!(
         "<data id=\"household\" version=\"{version}\"><name>x</name><meta><instanceID>{instance}</instanceID></meta></data>"
     );
-    let status = ctx
-        .submit(plain.clone(), &[])
-        .await;
+    let status = ctx.submit(plain.clone(), &[]).await;
     assert_eq!(status, 400, "plaintext to an encrypted form is refused");
     let enc = encrypt_submission(
         key.public_key(),
@@ -254,10 +298,19 @@ async fn project_key_reversions_forms_and_is_audited() {
     assert_eq!(v["keys"].as_array().unwrap().len(), 1);
     assert!(v["keys"][0]["retiredAt"].is_string());
     let (_, off) = ctx.get("/forms/household").await;
-    assert!(off["version"].as_str().unwrap().starts_with("2024[unencrypted:"), "{off}");
+    assert!(
+        off["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024[unencrypted:"),
+        "{off}"
+    );
     assert_eq!(off["encrypted"], false);
     let (_, own_meta) = ctx.get("/forms/ownkey").await;
-    assert_eq!((&own_meta["version"], &own_meta["encrypted"]), (&json!("1"), &json!(true)));
+    assert_eq!(
+        (&own_meta["version"], &own_meta["encrypted"]),
+        (&json!("1"), &json!(true))
+    );
 
     // Both changes are in the audit log, with fingerprints, never the key itself.
     drop(ctx.c);
@@ -285,6 +338,9 @@ async fn project_key_reversions_forms_and_is_audited() {
         .collect();
     assert!(actions.contains(&"project.key.set"), "{actions:?}");
     assert!(actions.contains(&"project.key.remove"), "{actions:?}");
-    assert!(!audits.to_string().contains(&public), "the key itself is not logged");
+    assert!(
+        !audits.to_string().contains(&public),
+        "the key itself is not logged"
+    );
     assert!(srv.stop());
 }
