@@ -97,6 +97,14 @@ impl MasterKey {
         envelope::seal(&self.kek, aad, key.expose())
     }
 
+    /// A key for one local purpose (e.g. `b"intake-journal v1"`), derived from the key-wrapping
+    /// key with HKDF; different purposes give independent keys, none of which reveals the master.
+    pub fn purpose_key(&self, purpose: &[u8]) -> Result<Key256, CryptoError> {
+        let mut label = b"purpose:".to_vec();
+        label.extend_from_slice(purpose);
+        derive_subkey(&self.kek, &label)
+    }
+
     /// Unwraps what [`wrap`](Self::wrap) produced for the same owner.
     pub fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<Key256, CryptoError> {
         let raw = zeroize::Zeroizing::new(envelope::open(&self.kek, aad, wrapped)?);

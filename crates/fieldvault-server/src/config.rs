@@ -167,6 +167,42 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "Largest single file attached to a submission, in bytes (100 MiB); a larger one gets 413. The whole request is also bounded by `http.body_limit_bytes`.",
     },
     OptionDoc {
+        key: "intake.journal_max_bytes",
+        default: "1073741824",
+        secret: false,
+        doc: "Bound of the intake journal (`<data_dir>/intake-journal`), in bytes (1 GiB): while the database is unreachable, submissions are acknowledged from this encrypted local journal and stored when it is back. Past the bound, submissions get 503 `intake.journal_full` (the device keeps them and retries). Size it for the longest outage to ride out: submissions per hour × average XML size × hours.",
+    },
+    OptionDoc {
+        key: "backup.target",
+        default: "-",
+        secret: false,
+        doc: "Where backups go: `file:///path` (a directory, ideally on another disk or host) or `s3://bucket/prefix` (an S3-compatible bucket reached with the `s3.*` settings; use a different bucket from `blob_store`). Set: the server takes a backup daily (one instance of several) and `fieldvault backup` works. Unset: every start warns and `/metrics` shows `fieldvault_backup_configured 0`.",
+    },
+    OptionDoc {
+        key: "backup.key_file",
+        default: "-",
+        secret: false,
+        doc: "File holding the backup key (base64 of 32 bytes, mode 0600), created by `fieldvault backup keygen`. Keep it apart from the master key and escrow a copy off-site: a backup opens only with both. Required when `backup.target` is set.",
+    },
+    OptionDoc {
+        key: "backup.keep_daily",
+        default: "7",
+        secret: false,
+        doc: "Retention: the newest backup of each of this many most recent days is kept.",
+    },
+    OptionDoc {
+        key: "backup.keep_weekly",
+        default: "4",
+        secret: false,
+        doc: "Retention: the newest backup of each of this many most recent weeks is kept.",
+    },
+    OptionDoc {
+        key: "backup.keep_monthly",
+        default: "6",
+        secret: false,
+        doc: "Retention: the newest backup of each of this many most recent 30-day months is kept.",
+    },
+    OptionDoc {
         key: "intake.allow_plaintext_to_encrypted_forms",
         default: "false",
         secret: false,
@@ -265,6 +301,14 @@ pub struct Config {
     #[allow(missing_docs)]
     pub max_attachment_bytes: u64,
     #[allow(missing_docs)]
+    pub intake_journal_max_bytes: u64,
+    #[allow(missing_docs)]
+    pub backup_target: Option<String>,
+    #[allow(missing_docs)]
+    pub backup_key_file: Option<PathBuf>,
+    #[allow(missing_docs)]
+    pub backup_keep: [usize; 3],
+    #[allow(missing_docs)]
     pub allow_plaintext_to_encrypted_forms: bool,
     #[allow(missing_docs)]
     pub log_format: LogFormat,
@@ -302,6 +346,10 @@ impl Default for Config {
                 .filter_map(|c| c.parse().ok())
                 .collect(),
             max_attachment_bytes: 104_857_600,
+            intake_journal_max_bytes: 1_073_741_824,
+            backup_target: None,
+            backup_key_file: None,
+            backup_keep: [7, 4, 6],
             allow_plaintext_to_encrypted_forms: false,
             log_format: LogFormat::Json,
             log_level: "info".into(),
@@ -436,6 +484,35 @@ impl Config {
                 }
                 self.max_attachment_bytes = n;
             }
+            "intake.journal_max_bytes" => {
+                let n: u64 = parse_num(v)?;
+                if n < 1_048_576 {
+                    return Err("must be at least 1048576 (1 MiB)".into());
+                }
+                self.intake_journal_max_bytes = n;
+            }
+            "backup.target" => {
+                if !(v.is_empty() || v.starts_with("file:///") || v.starts_with("s3://")) {
+                    return Err("must be file:///path or s3://bucket/prefix".into());
+                }
+                if v.starts_with("s3://") {
+                    fieldvault_store::blob::parse_s3_url(v).map_err(|e| e.to_string())?;
+                }
+                self.backup_target = opt_string(v);
+            }
+            "backup.key_file" => self.backup_key_file = opt_path(v),
+            "backup.keep_daily" | "backup.keep_weekly" | "backup.keep_monthly" => {
+                let n: usize = parse_num(v)?;
+                if n > 1000 {
+                    return Err("must be at most 1000".into());
+                }
+                let i = match key {
+                    "backup.keep_daily" => 0,
+                    "backup.keep_weekly" => 1,
+                    _ => 2,
+                };
+                self.backup_keep[i] = n;
+            }
             "intake.allow_plaintext_to_encrypted_forms" => {
                 self.allow_plaintext_to_encrypted_forms = parse_bool(v)?;
             }
@@ -519,6 +596,12 @@ impl Config {
                 );
             }
         }
+        if self.backup_target.is_some() && self.backup_key_file.is_none() {
+            problems.push(
+                "backup.target needs backup.key_file (create one with `fieldvault backup keygen`)"
+                    .to_owned(),
+            );
+        }
         if self.master_key.is_some() && self.master_key_source == KeySourceKind::Passphrase {
             problems.push(
                 "master_key and master_key_source = \"passphrase\" exclude each other".to_owned(),
@@ -593,6 +676,12 @@ impl Config {
             "http.allow_cidrs" => cidrs(&self.allow_cidrs),
             "admin.allow_cidrs" => cidrs(&self.admin_allow_cidrs),
             "intake.max_attachment_bytes" => self.max_attachment_bytes.to_string(),
+            "intake.journal_max_bytes" => self.intake_journal_max_bytes.to_string(),
+            "backup.target" => opt(&self.backup_target),
+            "backup.key_file" => path(&self.backup_key_file),
+            "backup.keep_daily" => self.backup_keep[0].to_string(),
+            "backup.keep_weekly" => self.backup_keep[1].to_string(),
+            "backup.keep_monthly" => self.backup_keep[2].to_string(),
             "intake.allow_plaintext_to_encrypted_forms" => {
                 self.allow_plaintext_to_encrypted_forms.to_string()
             }

@@ -122,19 +122,43 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
             let pair = std::str::from_utf8(&decoded).map_err(|_| failed())?;
             let (username, password) = pair.split_once(':').ok_or_else(failed)?;
             let ip = client.map(|c| c.ip.to_string()).unwrap_or_default();
-            let user = service::users::verify_password_cached(
-                app.store.as_ref(),
-                &app.auth_cache,
-                username,
-                SecretString::from(password),
-                &ip,
-            )
-            .await?
-            .ok_or_else(failed)?;
-            // A password alone does not sign in an account that has a second factor.
-            if service::two_factor::enabled(app, &user).await? {
-                return Err(ServiceError::SecondFactor { required: true }.into());
-            }
+            let password = SecretString::from(password);
+            let health = app.ingest.health();
+            let offline = || app.auth_cache.lookup_offline(username, &password);
+            let cached = if health.degraded() { offline() } else { None };
+            let user = match cached {
+                Some(u) => u,
+                None => {
+                    let checked = service::users::verify_password_cached(
+                        app.store.as_ref(),
+                        &app.auth_cache,
+                        username,
+                        password.clone(),
+                        &ip,
+                    )
+                    .await;
+                    match checked {
+                        Ok(u) => {
+                            let user = u.ok_or_else(failed)?;
+                            // A password alone does not sign in an account that has a second
+                            // factor.
+                            if service::two_factor::enabled(app, &user).await? {
+                                return Err(ServiceError::SecondFactor { required: true }.into());
+                            }
+                            app.auth_cache.mark_basic_ok(username, &password);
+                            user
+                        }
+                        // Degraded intake: the database cannot check; a recent verification can.
+                        Err(ServiceError::Store(fieldvault_store::StoreError::Unavailable(
+                            why,
+                        ))) => {
+                            health.mark_unreachable(&why);
+                            offline().ok_or(ApiError::Unavailable(why))?
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
             record(slot, &user.username, "basic");
             AuthUser {
                 // Basic is refused above for accounts with a second factor.

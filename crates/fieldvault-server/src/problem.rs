@@ -72,6 +72,14 @@ pub enum ApiError {
         /// Seconds to wait.
         retry_after_secs: u64,
     },
+    /// 503 with a reason worth showing (the intake journal is full); retry later.
+    #[error("{message}")]
+    Busy {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation.
+        message: String,
+    },
     /// 503: a dependency (database, object store) is unavailable; retry later.
     #[error("service unavailable")]
     Unavailable(String),
@@ -136,6 +144,9 @@ impl ApiError {
                 "auth.rate_limited",
                 format!("Too many attempts. Try again in {retry_after_secs} seconds."),
             ),
+            ApiError::Busy { code, message } => {
+                (StatusCode::SERVICE_UNAVAILABLE, code, message.clone())
+            }
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service.unavailable",

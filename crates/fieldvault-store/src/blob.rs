@@ -297,6 +297,35 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Names of the stored objects under `prefix` (`""` for all), sorted, relative to this
+    /// store's own prefix. Temporary files of unfinished local uploads are left out.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let base = if prefix.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.path(prefix)?
+        };
+        let skip = self.prefix.parts().count();
+        let mut s = self.inner.list(Some(&base));
+        let mut out = Vec::new();
+        while let Some(m) = s.next().await {
+            let m = m?;
+            let parts: Vec<String> = m
+                .location
+                .parts()
+                .skip(skip)
+                .map(|p| p.as_ref().to_owned())
+                .collect();
+            let name = parts.join("/");
+            if name.is_empty() || name.starts_with('.') || name.contains('#') {
+                continue;
+            }
+            out.push(name);
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Deletes a blob; deleting a missing blob is not an error.
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
         match self.inner.delete(&self.path(name)?).await {

@@ -44,6 +44,16 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            // PostgreSQL connection exceptions (08xxx) and operator intervention (57P01 admin
+            // shutdown, 57P02 crash shutdown, 57P03 cannot connect now): the server is going away
+            // or not back yet.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("26") => {
                 StoreError::Corrupt("the database file is not readable with this key".into())
             }

@@ -8,9 +8,11 @@
 #![warn(missing_docs)]
 
 pub mod audit_chain;
+pub mod backup;
 pub mod blob;
 pub mod error;
 pub mod forms;
+pub mod intake_journal;
 pub mod keyfile;
 pub mod keyring;
 pub mod model;

@@ -275,6 +275,13 @@ fn load_or_create_salt(path: &Path, may_create: bool) -> Result<Vec<u8>, StoreEr
 }
 
 /// Unwraps (or on first start creates) the SQLCipher key.
+/// Opens a second connection to the embedded database of `dir` (for a backup copy while the
+/// server runs: SQLite's WAL lets it read a consistent snapshot beside the writer).
+pub async fn open_embedded(dir: &Path, master: &MasterKey) -> Result<SqliteStore, StoreError> {
+    let key = database_key(dir, master, false)?;
+    SqliteStore::open(&dir.join(DATABASE_FILE), &key, false, 1).await
+}
+
 fn database_key(dir: &Path, master: &MasterKey, create: bool) -> Result<Key256, StoreError> {
     let path = dir.join(KEYRING_FILE);
     if path.exists() {

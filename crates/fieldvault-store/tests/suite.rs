@@ -700,7 +700,20 @@ async fn forms_and_submissions(settings: StorageSettings) {
             added_attachments: 0
         }]
     );
-    assert_eq!(r.unused_blobs.len(), 2, "a resend keeps nothing new");
+    assert_eq!(
+        r.unused_blobs,
+        vec!["blob-stray".to_owned()],
+        "a resend of the very blobs the row holds (an intake-journal replay) adds nothing and \
+         must not report the kept blob as unused"
+    );
+    let mut resend = sub(pi, fi, di, "uuid:a", "<a/>");
+    resend.attachments = vec![att("photo.jpg", "blob-photo-again")];
+    let r = store.ingest(&[resend]).await.unwrap();
+    assert_eq!(
+        r.unused_blobs,
+        vec!["blob-photo-again".to_owned()],
+        "a client resend brings a new copy, which is not kept"
+    );
     let before = store.counts().await.unwrap();
     let r = store
         .ingest(&[sub(pi, fi, di, "uuid:a", "<different/>")])

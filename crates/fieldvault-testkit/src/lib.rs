@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod pg;
+pub mod pg_cluster;
 pub mod s3;
 
 /// True when running in CI, where every service must be present.

@@ -6,6 +6,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use fieldvault_core::{Actor, ProjectId};
 
+use fieldvault_store::StoreError;
+
 use crate::App;
 use crate::middleware::access_log::AuthSlot;
 use crate::problem::ApiError;
@@ -37,12 +39,7 @@ impl FromRequestParts<App> for Caller {
                 return Err(bad_key());
             }
             let hash = fieldvault_crypto::mac::sha256(token.as_bytes());
-            let user = app
-                .store
-                .app_user_by_token_hash(&hash)
-                .await?
-                .ok_or_else(bad_key)?;
-            let forms = app.store.assigned_forms(user.id).await?;
+            let (user, forms) = app_user(app, hash).await?;
             if let Some(s) = &slot {
                 s.record(&format!("app-user:{}", user.id), "app-user");
             }
@@ -66,6 +63,45 @@ impl FromRequestParts<App> for Caller {
             },
         })
     }
+}
+
+/// Resolves a collector token in the store; while the store is unreachable, from the last
+/// resolution this instance remembers (degraded intake).
+async fn app_user(
+    app: &App,
+    hash: [u8; 32],
+) -> Result<(fieldvault_store::AppUserRow, Vec<i64>), ApiError> {
+    let health = app.hot.health();
+    let looked_up = if health.degraded() {
+        Err(StoreError::Unavailable("degraded".into()))
+    } else {
+        lookup(app, &hash).await
+    };
+    match looked_up {
+        Ok(Some((user, forms))) => {
+            app.hot.remember_app_user(hash, user.clone(), forms.clone());
+            Ok((user, forms))
+        }
+        Ok(None) => Err(bad_key()),
+        Err(StoreError::Unavailable(why)) => {
+            health.mark_unreachable(&why);
+            app.hot
+                .last_app_user(&hash)
+                .ok_or(ApiError::Unavailable(why))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn lookup(
+    app: &App,
+    hash: &[u8; 32],
+) -> Result<Option<(fieldvault_store::AppUserRow, Vec<i64>)>, StoreError> {
+    let Some(user) = app.store.app_user_by_token_hash(hash).await? else {
+        return Ok(None);
+    };
+    let forms = app.store.assigned_forms(user.id).await?;
+    Ok(Some((user, forms)))
 }
 
 fn bad_key() -> ApiError {

@@ -522,7 +522,7 @@ async fn submit(
     };
     let accepted = p.commit(app).await?;
     let message = match accepted {
-        Accepted::Created => "Submission received.",
+        Accepted::Created | Accepted::Journaled => "Submission received.",
         Accepted::Edited => "Edited submission received.",
         Accepted::Duplicate { .. } => "Submission already received; attachments updated.",
     };

@@ -6,15 +6,23 @@
 //! entries live at most [`TTL`], so a form closed, a project archived or a role withdrawn on any
 //! instance takes effect within a second; credentials themselves (collector tokens, passwords,
 //! sessions) are never cached here and stop working at once.
+//!
+//! Degraded intake (M11): entries past their TTL are kept (until [`HotCache::clear`] or the size
+//! bound) as the *last known* value. When the store is unreachable, or the instance is already
+//! degraded, a lookup answers from them instead of failing, so submissions to forms this instance
+//! has served keep being accepted (into the intake journal) during a database outage. The same
+//! holds for collector tokens ([`HotCache::remember_app_user`]), which are otherwise always read
+//! from the store.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fieldvault_core::{ProjectId, UserId};
-use fieldvault_store::{FormDefMeta, FormRow, ProjectRow, Store};
+use fieldvault_store::{AppUserRow, FormDefMeta, FormRow, ProjectRow, Store, StoreError};
 
 use super::ServiceError;
+use super::ingest_queue::IntakeHealth;
 
 /// How long an entry is trusted.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -25,13 +33,17 @@ type Timed<T> = (Instant, T);
 /// A map whose entries carry the time they were stored.
 type TimedMap<K, V> = Mutex<HashMap<K, Timed<V>>>;
 
+/// A collector (app user) and the forms assigned to it, by token hash.
+type AppUserEntry = (AppUserRow, Vec<i64>);
+
 /// The cache.
-#[derive(Default)]
 pub struct HotCache {
+    health: Arc<IntakeHealth>,
     projects: TimedMap<i64, Option<ProjectRow>>,
     roles: TimedMap<(i64, i64), Option<String>>,
     forms: TimedMap<(i64, String), Option<FormRow>>,
     defs: TimedMap<(i64, String), Option<FormDefMeta>>,
+    app_users: TimedMap<[u8; 32], AppUserEntry>,
 }
 
 fn get<K: std::hash::Hash + Eq, V: Clone>(m: &TimedMap<K, V>, k: &K) -> Option<V> {
@@ -39,6 +51,45 @@ fn get<K: std::hash::Hash + Eq, V: Clone>(m: &TimedMap<K, V>, k: &K) -> Option<V
     map.get(k)
         .filter(|(t, _)| t.elapsed() < TTL)
         .map(|(_, v)| v.clone())
+}
+
+/// The last known value, however old.
+fn last<K: std::hash::Hash + Eq, V: Clone>(m: &TimedMap<K, V>, k: &K) -> Option<V> {
+    let map = m.lock().ok()?;
+    map.get(k).map(|(_, v)| v.clone())
+}
+
+/// Fresh entry, else the store, else (store unreachable) the last known entry.
+async fn fetch<K, V, F>(
+    health: &IntakeHealth,
+    m: &TimedMap<K, V>,
+    k: K,
+    load: F,
+) -> Result<V, ServiceError>
+where
+    K: std::hash::Hash + Eq,
+    V: Clone,
+    F: std::future::Future<Output = Result<V, StoreError>>,
+{
+    if let Some(v) = get(m, &k) {
+        return Ok(v);
+    }
+    let loaded = if health.degraded() {
+        Err(StoreError::Unavailable("degraded".into()))
+    } else {
+        load.await
+    };
+    match loaded {
+        Ok(v) => {
+            put(m, k, v.clone());
+            Ok(v)
+        }
+        Err(StoreError::Unavailable(why)) => {
+            health.mark_unreachable(&why);
+            last(m, &k).ok_or(ServiceError::Store(StoreError::Unavailable(why)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn put<K: std::hash::Hash + Eq, V>(m: &TimedMap<K, V>, k: K, v: V) {
@@ -51,18 +102,25 @@ fn put<K: std::hash::Hash + Eq, V>(m: &TimedMap<K, V>, k: K, v: V) {
 }
 
 impl HotCache {
+    /// An empty cache that consults `health` for degraded operation.
+    pub fn new(health: Arc<IntakeHealth>) -> Self {
+        Self {
+            health,
+            projects: Mutex::default(),
+            roles: Mutex::default(),
+            forms: Mutex::default(),
+            defs: Mutex::default(),
+            app_users: Mutex::default(),
+        }
+    }
+
     /// A project (including soft-deleted ones, as the store returns them).
     pub async fn project(
         &self,
         store: &dyn Store,
         id: ProjectId,
     ) -> Result<Option<ProjectRow>, ServiceError> {
-        if let Some(v) = get(&self.projects, &id.0) {
-            return Ok(v);
-        }
-        let v = store.project(id).await?;
-        put(&self.projects, id.0, v.clone());
-        Ok(v)
+        fetch(&self.health, &self.projects, id.0, store.project(id)).await
     }
 
     /// A user's role in a project.
@@ -72,12 +130,13 @@ impl HotCache {
         project: ProjectId,
         user: UserId,
     ) -> Result<Option<String>, ServiceError> {
-        if let Some(v) = get(&self.roles, &(project.0, user.0)) {
-            return Ok(v);
-        }
-        let v = store.project_role(project, user).await?;
-        put(&self.roles, (project.0, user.0), v.clone());
-        Ok(v)
+        fetch(
+            &self.health,
+            &self.roles,
+            (project.0, user.0),
+            store.project_role(project, user),
+        )
+        .await
     }
 
     /// A form by its XForm id.
@@ -88,12 +147,13 @@ impl HotCache {
         xml_form_id: &str,
     ) -> Result<Option<FormRow>, ServiceError> {
         let k = (project.0, xml_form_id.to_owned());
-        if let Some(v) = get(&self.forms, &k) {
-            return Ok(v);
-        }
-        let v = store.form(project, xml_form_id).await?;
-        put(&self.forms, k, v.clone());
-        Ok(v)
+        fetch(
+            &self.health,
+            &self.forms,
+            k,
+            store.form(project, xml_form_id),
+        )
+        .await
     }
 
     /// The published definition of a form with this version.
@@ -104,12 +164,44 @@ impl HotCache {
         version: &str,
     ) -> Result<Option<FormDefMeta>, ServiceError> {
         let k = (form_id, version.to_owned());
-        if let Some(v) = get(&self.defs, &k) {
-            return Ok(v);
-        }
-        let v = store.published_def_meta(form_id, version).await?;
-        put(&self.defs, k, v.clone());
-        Ok(v)
+        fetch(
+            &self.health,
+            &self.defs,
+            k,
+            store.published_def_meta(form_id, version),
+        )
+        .await
+    }
+
+    /// Projects this instance last saw holding a form with this id (degraded intake to the
+    /// server root, where the project is not in the URL).
+    pub fn last_projects_with_form(&self, xml_form_id: &str) -> Vec<ProjectId> {
+        let Ok(map) = self.forms.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<ProjectId> = map
+            .iter()
+            .filter(|((_, f), (_, v))| f == xml_form_id && v.is_some())
+            .map(|((p, _), _)| ProjectId(*p))
+            .collect();
+        out.sort_by_key(|p| p.0);
+        out
+    }
+
+    /// Remembers a collector token that just resolved in the store.
+    pub fn remember_app_user(&self, token_hash: [u8; 32], user: AppUserRow, forms: Vec<i64>) {
+        put(&self.app_users, token_hash, (user, forms));
+    }
+
+    /// The collector last resolved for this token hash (used only while the store is
+    /// unreachable; a revoked token stops working once the database answers again).
+    pub fn last_app_user(&self, token_hash: &[u8; 32]) -> Option<AppUserEntry> {
+        last(&self.app_users, token_hash)
+    }
+
+    /// The shared health state.
+    pub fn health(&self) -> &Arc<IntakeHealth> {
+        &self.health
     }
 
     /// Drops everything (after this instance changed a project, form or role).
@@ -124,6 +216,9 @@ impl HotCache {
             x.clear();
         }
         if let Ok(mut x) = self.defs.lock() {
+            x.clear();
+        }
+        if let Ok(mut x) = self.app_users.lock() {
             x.clear();
         }
     }

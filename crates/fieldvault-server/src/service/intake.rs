@@ -60,6 +60,8 @@ pub enum Accepted {
     },
     /// A new version of an existing submission.
     Edited,
+    /// The database is unreachable: durably in the intake journal, stored when it is back.
+    Journaled,
 }
 
 async fn candidate_forms(
@@ -71,13 +73,23 @@ async fn candidate_forms(
     Ok(match target {
         Target::Project(p) => vec![(*p, actor.clone())],
         Target::AnyProject => {
-            let mut out = Vec::new();
-            for p in app.store.list_projects().await? {
-                if app.store.form(p.project_id(), xml_form_id).await?.is_some() {
-                    out.push((p.project_id(), actor.clone()));
+            let listed = if app.ingest.health().degraded() {
+                Err(fieldvault_store::StoreError::Unavailable("degraded".into()))
+            } else {
+                any_project_forms(app, xml_form_id).await
+            };
+            match listed {
+                Ok(ids) => ids,
+                // Degraded intake: the projects this instance last saw holding the form.
+                Err(fieldvault_store::StoreError::Unavailable(why)) => {
+                    app.ingest.health().mark_unreachable(&why);
+                    app.hot.last_projects_with_form(xml_form_id)
                 }
+                Err(e) => return Err(e.into()),
             }
-            out
+            .into_iter()
+            .map(|p| (p, actor.clone()))
+            .collect()
         }
         Target::OwnerAnonymous(username) => {
             let Some(owner) = app.store.user_by_username(username).await? else {
@@ -98,6 +110,19 @@ async fn candidate_forms(
             out
         }
     })
+}
+
+async fn any_project_forms(
+    app: &App,
+    xml_form_id: &str,
+) -> Result<Vec<ProjectId>, fieldvault_store::StoreError> {
+    let mut out = Vec::new();
+    for p in app.store.list_projects().await? {
+        if app.store.form(p.project_id(), xml_form_id).await?.is_some() {
+            out.push(p.project_id());
+        }
+    }
+    Ok(out)
 }
 
 /// Parses the instance XML and resolves where it goes. Errors are the OpenRosa ones: 400 for bad
@@ -352,7 +377,11 @@ impl Prepared {
             expected_attachments: self.expected.clone(),
             attachments: self.attachments.clone(),
         };
-        match app.ingest.submit(s).await? {
+        let outcome = match app.ingest.submit(s).await? {
+            super::ingest_queue::Queued::Stored(o) => o,
+            super::ingest_queue::Queued::Journaled => return Ok(Accepted::Journaled),
+        };
+        match outcome {
             IngestOutcome::Created { .. } => Ok(Accepted::Created),
             IngestOutcome::Duplicate {
                 added_attachments, ..

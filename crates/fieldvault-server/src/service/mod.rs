@@ -3,6 +3,7 @@
 
 pub mod app_users;
 pub mod audit;
+pub mod backup;
 pub mod context;
 pub mod encryption;
 pub mod forms;
@@ -82,6 +83,14 @@ pub enum ServiceError {
         /// Explanation for a human.
         message: String,
     },
+    /// Temporarily unable to take the request (a 503 with a code saying why).
+    #[error("{message}")]
+    Busy {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation for a human.
+        message: String,
+    },
     /// An unexpected internal failure (a worker thread died, the RNG failed).
     #[error("internal: {0}")]
     Internal(String),
@@ -130,6 +139,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::TooLarge(message) => ApiError::TooLarge { message },
             ServiceError::Unsupported(message) => ApiError::Unsupported { message },
             ServiceError::Invalid { code, message } => ApiError::BadRequest { code, message },
+            ServiceError::Busy { code, message } => ApiError::Busy { code, message },
             ServiceError::Internal(m) => ApiError::Internal(m),
         }
     }

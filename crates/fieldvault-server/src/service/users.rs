@@ -91,7 +91,7 @@ pub async fn verify_password_cached(
     }
     let user = login(store, username, password.clone(), client_ip).await?;
     if let Some(u) = &user {
-        cache.insert(username, &password, u.id, &u.password_hash);
+        cache.insert(username, &password, u);
     }
     Ok(user)
 }

@@ -106,6 +106,8 @@ macro_rules! submission_store_impl {
                     if sha != s.xml_sha256 {
                         return Ok(O::Conflict);
                     }
+                    // A replay from the intake journal may re-send the very blob the row already
+                    // holds: it must count as used, or it would be deleted as unused.
                     let mut added = 0u32;
                     for a in &s.attachments {
                         let done = sqlx::query(
@@ -124,6 +126,19 @@ macro_rules! submission_store_impl {
                         if done.rows_affected() > 0 {
                             used.insert(a.blob_name.clone());
                             added += 1;
+                            continue;
+                        }
+                        let same: Option<(i64,)> = sqlx::query_as(
+                            "SELECT id FROM submission_attachments \
+                             WHERE version_id = $1 AND name = $2 AND blob_name = $3",
+                        )
+                        .bind(version_id)
+                        .bind(&a.name)
+                        .bind(&a.blob_name)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                        if same.is_some() {
+                            used.insert(a.blob_name.clone());
                         }
                     }
                     return Ok(O::Duplicate {

@@ -1,6 +1,7 @@
 //! Command-line interface. Doc comments on the clap types are the `--help` text.
 
 mod audit;
+mod backup;
 mod config_cmd;
 mod decrypt_tables;
 mod keys;
@@ -55,6 +56,11 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(audit::Cmd),
+    /// Encrypted backups to `backup.target`: take one (default), list, verify, keygen.
+    Backup(backup::Args),
+    /// Restore a backup into a new data directory (`--data-dir NEW`) or an empty PostgreSQL
+    /// database (`--into-database-url`). Never overwrites existing data without --force.
+    Restore(backup::RestoreArgs),
     /// Download submissions (encrypted envelopes as they are) into a directory, incrementally.
     Pull(pull::Args),
     /// TLS helpers.
@@ -96,6 +102,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Command::User(cmd) => user::run(cmd, config, cli.master_passphrase_stdin).await,
                 Command::Keys(cmd) => keys::run(cmd, config, cli.master_passphrase_stdin).await,
                 Command::Audit(cmd) => audit::run(cmd, config, cli.master_passphrase_stdin).await,
+                Command::Backup(args) => {
+                    backup::run(args, config, cli.master_passphrase_stdin).await
+                }
+                Command::Restore(args) => backup::restore(args, config).await,
                 Command::Tls(_)
                 | Command::Pull(_)
                 | Command::Keygen(_)

@@ -42,7 +42,26 @@ pub async fn run(_args: &Args, config: Arc<Config>, passphrase_stdin: bool) -> a
         master_key = %opened.keyring.master().fingerprint(),
         "storage ready"
     );
-    let app = App::new(config.clone(), &opened);
+    let app = App::new(config.clone(), &opened)?;
+    match &config.backup_target {
+        None => {
+            tracing::warn!(
+                "no backup target: this server keeps no backups; set backup.target and \
+                 backup.key_file (see docs/operations/backup-and-restore.md)"
+            );
+            eprintln!(
+                "WARNING: no backups are configured. Set backup.target (file:///path or \
+                 s3://bucket/prefix) and backup.key_file."
+            );
+        }
+        Some(_) => fieldvault_server::service::backup::spawn_scheduler(
+            config.clone(),
+            opened.store.clone(),
+            opened.blobs.clone(),
+            opened.keyring.clone(),
+            app.backup.clone(),
+        ),
+    }
     let store = opened.store.clone();
     serve::run(app, serve::shutdown_signal(), move |addr| {
         eprintln!("Fieldvault listening on {scheme}://{addr}");

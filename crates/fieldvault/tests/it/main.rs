@@ -6,6 +6,8 @@
 mod api_projects;
 mod audit;
 mod authz_matrix;
+mod backup;
+mod degraded;
 mod encrypted;
 mod harness;
 mod import;

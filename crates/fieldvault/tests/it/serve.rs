@@ -223,14 +223,15 @@ async fn postgres_and_s3_with_two_instances() {
     }
     // No master key file is written when the key comes from the environment.
     assert!(!d1.path().join("fieldvault-data/master.key").exists());
-    // The database goes away: readiness says degraded, liveness stays up.
+    // The database goes away: readiness says degraded (still 200: intake continues into the
+    // journal), liveness stays up.
     db.drop_db().await;
     let r = c.get(a.url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["status"],
-        "degraded"
-    );
+    assert_eq!(r.status(), 200);
+    let ready = r.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["store"]["ok"], false, "{ready}");
+    assert_eq!(ready["intake"]["accepting"], true, "{ready}");
     assert_eq!(c.get(a.url("/healthz")).send().await.unwrap().status(), 200);
     let m = a.get_text("/metrics").await;
     assert!(m.contains("fieldvault_store_up 0"), "{m}");

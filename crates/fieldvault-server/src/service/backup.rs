@@ -1,0 +1,342 @@
+//! Backups (M8): taking one (CLI and the daily scheduler), listing, verifying, pruning. The
+//! mechanics (layout, encryption, retention) are in `fieldvault_store::backup`; this room adds
+//! the configuration, authorization, the audit trail and the schedule.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fieldvault_core::{Actor, Resource, Verb, authorize};
+use fieldvault_store::backup::{self, BackupKey, Created, DatabaseSource, Manifest, Source};
+use fieldvault_store::blob::{BlobSettings, S3Settings, parse_s3_url};
+use fieldvault_store::{BlobStore, FormStore as _, Keyring, Store, StoreError};
+use serde_json::json;
+
+use super::ServiceError;
+use crate::config::Config;
+
+/// The backup state shown by `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct BackupStatus {
+    /// Unix seconds of the last successful backup by this instance.
+    pub last_success: Option<i64>,
+    /// Unix seconds of the last failed attempt.
+    pub last_failure: Option<i64>,
+    /// Result of the check of the last backup taken by this instance.
+    pub last_check_ok: Option<bool>,
+}
+
+/// Shared, updated by the scheduler.
+pub type SharedStatus = std::sync::Arc<Mutex<BackupStatus>>;
+
+/// Opens a backup target URL (`file:///path` or `s3://bucket/prefix`, the latter with the
+/// `s3.*` connection settings).
+pub fn open_target(url: &str, config: &Config) -> Result<BlobStore, ServiceError> {
+    let settings = if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(invalid(format!("{url:?}: use file:///absolute/path")));
+        }
+        BlobSettings::Local(path.into())
+    } else if url.starts_with("s3://") {
+        let (bucket, prefix) = parse_s3_url(url)?;
+        BlobSettings::S3(S3Settings {
+            bucket,
+            prefix,
+            endpoint: config.s3_endpoint.clone(),
+            region: config.s3_region.clone(),
+            access_key_id: config.s3_access_key_id.clone().unwrap_or_default(),
+            secret_access_key: config.s3_secret_access_key.clone().unwrap_or_default(),
+            allow_http: config.s3_allow_http,
+        })
+    } else {
+        return Err(invalid(format!(
+            "{url:?} is not a backup target: use file:///path or s3://bucket/prefix"
+        )));
+    };
+    Ok(BlobStore::open(&settings)?)
+}
+
+fn invalid(message: String) -> ServiceError {
+    ServiceError::Invalid {
+        code: "backup.invalid",
+        message,
+    }
+}
+
+/// The configured target, or an error saying how to set one.
+pub fn configured_target(config: &Config) -> Result<BlobStore, ServiceError> {
+    let url = config.backup_target.as_deref().ok_or_else(|| {
+        invalid("no backup target: set backup.target (file:///path or s3://bucket/prefix)".into())
+    })?;
+    open_target(url, config)
+}
+
+/// Loads the configured backup key.
+pub fn key(config: &Config) -> Result<BackupKey, ServiceError> {
+    let path = config.backup_key_file.as_deref().ok_or_else(|| {
+        invalid(
+            "no backup key: set backup.key_file (create it with `fieldvault backup keygen`)".into(),
+        )
+    })?;
+    Ok(BackupKey::load(path)?)
+}
+
+/// Takes a backup to the configured target, prunes by the retention policy, and audits both.
+pub async fn take(
+    actor: &Actor,
+    config: &Config,
+    store: &dyn Store,
+    blobs: &BlobStore,
+    keyring: &Keyring,
+) -> Result<(Created, Vec<String>), ServiceError> {
+    authorize(actor, Verb::ConfigRead, Resource::Site)?;
+    let target = configured_target(config)?;
+    let key = key(config)?;
+    let scratch = backup::scratch_dir(&config.data_dir);
+    std::fs::create_dir_all(&scratch).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let database = match &config.database_url {
+        None => DatabaseSource::Sqlite(keyring.master()),
+        Some(url) => DatabaseSource::Postgres(url),
+    };
+    let source = Source {
+        database,
+        store,
+        blobs,
+        data_dir: &config.data_dir,
+        master_key_fingerprint: keyring.master().fingerprint(),
+        scratch: &scratch,
+    };
+    let created = backup::create(&source, &target, &key).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let name = super::audit::actor_name(actor, None);
+    let created = match created {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = super::audit::record(
+                store,
+                name,
+                "backup.failed",
+                None,
+                json!({"error": e.to_string()}),
+            )
+            .await;
+            return Err(e.into());
+        }
+    };
+    let [d, w, m] = config.backup_keep;
+    let pruned = backup::prune(&target, &key, d, w, m).await?;
+    super::audit::record(
+        store,
+        name,
+        "backup.created",
+        Some(created.manifest.id.clone()),
+        json!({
+            "target": target.describe(),
+            "blobs": created.manifest.blobs.len(),
+            "blobs_copied": created.blobs_copied,
+            "counts": created.manifest.counts,
+            "pruned": pruned,
+        }),
+    )
+    .await?;
+    Ok((created, pruned))
+}
+
+/// Manifests of every backup on the configured target, oldest first.
+pub async fn list(actor: &Actor, config: &Config) -> Result<Vec<Manifest>, ServiceError> {
+    authorize(actor, Verb::ConfigRead, Resource::Site)?;
+    let target = configured_target(config)?;
+    let key = key(config)?;
+    let mut out = Vec::new();
+    for id in backup::list(&target).await? {
+        out.push(backup::manifest(&target, &key, &id).await?);
+    }
+    Ok(out)
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The backup.
+    pub manifest: Manifest,
+    /// Objects decrypted and checked.
+    pub objects: u64,
+    /// Row counts of the restored copy, when it could be opened (embedded backups).
+    pub restored_counts: Option<std::collections::BTreeMap<String, i64>>,
+}
+
+/// Verifies backup `id` (the newest when `None`): restores it into scratch space under
+/// `scratch_base`, decrypting every object and checking its hash; an embedded database is opened
+/// with the master key and its row counts compared with the manifest's. The result goes to the
+/// audit log.
+pub async fn verify(
+    actor: &Actor,
+    config: &Config,
+    store: &dyn Store,
+    master: &fieldvault_crypto::MasterKey,
+    id: Option<&str>,
+    scratch_base: &Path,
+) -> Result<Verified, ServiceError> {
+    authorize(actor, Verb::ConfigRead, Resource::Site)?;
+    let target = configured_target(config)?;
+    let key = key(config)?;
+    let id = match id {
+        Some(i) => i.to_owned(),
+        None => backup::list(&target)
+            .await?
+            .pop()
+            .ok_or_else(|| invalid("there is no backup on the target yet".into()))?,
+    };
+    let scratch = backup::scratch_dir(scratch_base);
+    let result = verify_into(&target, &key, &id, master, &scratch).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let name = super::audit::actor_name(actor, None);
+    match &result {
+        Ok(v) => {
+            super::audit::record(
+                store,
+                name,
+                "backup.verified",
+                Some(id.clone()),
+                json!({"objects": v.objects, "counts": v.manifest.counts}),
+            )
+            .await?;
+        }
+        Err(e) => {
+            super::audit::record(
+                store,
+                name,
+                "backup.verify_failed",
+                Some(id.clone()),
+                json!({"error": e.to_string()}),
+            )
+            .await?;
+        }
+    }
+    result
+}
+
+async fn verify_into(
+    target: &BlobStore,
+    key: &BackupKey,
+    id: &str,
+    master: &fieldvault_crypto::MasterKey,
+    scratch: &Path,
+) -> Result<Verified, ServiceError> {
+    std::fs::create_dir_all(scratch).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let blobs = BlobStore::open(&BlobSettings::Local(scratch.join("blobs")))?;
+    let m = backup::manifest(target, key, id).await?;
+    if m.backend != "sqlite" {
+        let (m, done) = backup::check(target, key, id).await?;
+        return Ok(Verified {
+            manifest: m,
+            objects: done.objects,
+            restored_counts: None,
+        });
+    }
+    let data = scratch.join("data");
+    let (m, done) = backup::restore(
+        target,
+        key,
+        id,
+        &backup::RestoreInto::DataDir {
+            dir: &data,
+            blobs: &blobs,
+        },
+        false,
+    )
+    .await?;
+    let copy = fieldvault_store::open::open_embedded(&data, master).await?;
+    let counts = backup::counts_map(&copy.counts().await?);
+    copy.close().await;
+    if counts != m.counts {
+        return Err(ServiceError::Store(StoreError::Corrupt(format!(
+            "backup {id}: the restored database holds {counts:?}, the manifest says {:?}",
+            m.counts
+        ))));
+    }
+    Ok(Verified {
+        manifest: m,
+        objects: done.objects,
+        restored_counts: Some(counts),
+    })
+}
+
+/// How often the scheduler looks whether a backup is due.
+const CHECK_EVERY: Duration = Duration::from_secs(15 * 60);
+/// A backup is due when the newest on the target is older than this.
+const DAILY: i64 = 24 * 3600 * 1000;
+
+/// Starts the daily schedule (when `backup.target` is set). With several instances sharing a
+/// database, the instance whose claim `backup_claim:<day>` lands first takes that day's backup
+/// (the claim is a write-once metadata row, so exactly one wins).
+pub fn spawn_scheduler(
+    config: std::sync::Arc<Config>,
+    store: std::sync::Arc<dyn Store>,
+    blobs: BlobStore,
+    keyring: std::sync::Arc<Keyring>,
+    status: SharedStatus,
+) {
+    if config.backup_target.is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        let me = fieldvault_crypto::random::hex(8).unwrap_or_default();
+        loop {
+            if let Err(e) =
+                maybe_backup(&config, store.as_ref(), &blobs, &keyring, &status, &me).await
+            {
+                tracing::error!(error = %e, "scheduled backup failed");
+                if let Ok(mut s) = status.lock() {
+                    s.last_failure = Some(fieldvault_store::now_ms() / 1000);
+                }
+            }
+            tokio::time::sleep(CHECK_EVERY).await;
+        }
+    });
+}
+
+async fn maybe_backup(
+    config: &Config,
+    store: &dyn Store,
+    blobs: &BlobStore,
+    keyring: &Keyring,
+    status: &SharedStatus,
+    me: &str,
+) -> Result<(), ServiceError> {
+    let target = configured_target(config)?;
+    let now = fieldvault_store::now_ms();
+    let newest = backup::list(&target)
+        .await?
+        .iter()
+        .filter_map(|i| backup::id_time(i))
+        .max();
+    if newest.is_some_and(|t| now - t < DAILY) {
+        return Ok(());
+    }
+    let claim = format!("backup_claim:{}", now / DAILY);
+    let won = store.meta_init(&claim, me.as_bytes()).await? == me.as_bytes();
+    if !won {
+        return Ok(());
+    }
+    let actor = Actor::Operator {
+        os_user: "scheduler".into(),
+    };
+    let (created, pruned) = take(&actor, config, store, blobs, keyring).await?;
+    let key = key(config)?;
+    let checked = backup::check(&target, &key, &created.manifest.id).await;
+    if let Err(e) = &checked {
+        tracing::error!(backup = %created.manifest.id, error = %e, "the new backup does not check out");
+    }
+    tracing::info!(
+        backup = %created.manifest.id,
+        blobs_copied = created.blobs_copied,
+        pruned = pruned.len(),
+        "scheduled backup taken"
+    );
+    if let Ok(mut s) = status.lock() {
+        s.last_success = Some(now / 1000);
+        s.last_check_ok = Some(checked.is_ok());
+    }
+    Ok(())
+}
