@@ -129,22 +129,25 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
             let user = match cached {
                 Some(u) => u,
                 None => {
-                    let checked = service::users::verify_password_cached(
-                        app.store.as_ref(),
-                        &app.auth_cache,
-                        username,
-                        password.clone(),
-                        &ip,
-                    )
+                    let checked = async {
+                        let user = service::users::verify_password_cached(
+                            app.store.as_ref(),
+                            &app.auth_cache,
+                            username,
+                            password.clone(),
+                            &ip,
+                        )
+                        .await?
+                        .ok_or(ServiceError::BadCredentials)?;
+                        // A password alone does not sign in an account that has a second factor.
+                        if service::two_factor::enabled(app, &user).await? {
+                            return Err(ServiceError::SecondFactor { required: true });
+                        }
+                        Ok(user)
+                    }
                     .await;
                     match checked {
-                        Ok(u) => {
-                            let user = u.ok_or_else(failed)?;
-                            // A password alone does not sign in an account that has a second
-                            // factor.
-                            if service::two_factor::enabled(app, &user).await? {
-                                return Err(ServiceError::SecondFactor { required: true }.into());
-                            }
+                        Ok(user) => {
                             app.auth_cache.mark_basic_ok(username, &password);
                             user
                         }
