@@ -72,6 +72,14 @@ pub enum ApiError {
         /// Seconds to wait.
         retry_after_secs: u64,
     },
+    /// 501: a protocol feature this server does not implement (an OData query option).
+    #[error("{message}")]
+    NotImplemented {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation.
+        message: String,
+    },
     /// 503: a dependency (database, object store) is unavailable; retry later.
     #[error("service unavailable")]
     Unavailable(String),
@@ -136,6 +144,9 @@ impl ApiError {
                 "auth.rate_limited",
                 format!("Too many attempts. Try again in {retry_after_secs} seconds."),
             ),
+            ApiError::NotImplemented { code, message } => {
+                (StatusCode::NOT_IMPLEMENTED, code, message.clone())
+            }
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service.unavailable",

@@ -6,6 +6,7 @@
 mod api_projects;
 mod audit;
 mod authz_matrix;
+mod data;
 mod encrypted;
 mod harness;
 mod import;
