@@ -106,6 +106,7 @@ impl Scopes {
         match verb {
             Verb::ProjectRead | Verb::FormRead | Verb::SubmissionRead => Scopes::READ_DATA,
             Verb::SubmissionCreate => Scopes::WRITE_DATA,
+            Verb::SubmissionUpdate | Verb::SubmissionDelete => Scopes::MANAGE_PROJECTS,
             Verb::ProjectCreate
             | Verb::ProjectUpdate
             | Verb::ProjectDelete
@@ -181,6 +182,10 @@ pub enum Verb {
     SubmissionCreate,
     /// Read submissions and their attachments.
     SubmissionRead,
+    /// Set a submission's review state.
+    SubmissionUpdate,
+    /// Delete a submission (to the trash) or restore it.
+    SubmissionDelete,
     /// Create, list and revoke collectors (app users) and their form assignments.
     AppUserManage,
     /// Re-wrap every data key under a new master key.
@@ -203,6 +208,8 @@ impl Verb {
         Verb::FormRead,
         Verb::SubmissionCreate,
         Verb::SubmissionRead,
+        Verb::SubmissionUpdate,
+        Verb::SubmissionDelete,
         Verb::AppUserManage,
         Verb::KeysRotate,
         Verb::ConfigRead,
@@ -222,6 +229,8 @@ impl Verb {
             Verb::FormRead => "form.read",
             Verb::SubmissionCreate => "submission.create",
             Verb::SubmissionRead => "submission.read",
+            Verb::SubmissionUpdate => "submission.update",
+            Verb::SubmissionDelete => "submission.delete",
             Verb::AppUserManage => "app_user.manage",
             Verb::KeysRotate => "keys.rotate",
             Verb::ConfigRead => "config.read",
@@ -441,6 +450,8 @@ mod tests {
                     FormRead,
                     SubmissionCreate,
                     SubmissionRead,
+                    SubmissionUpdate,
+                    SubmissionDelete,
                     AppUserManage,
                     ProjectCreate,
                 ],

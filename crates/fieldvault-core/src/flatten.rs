@@ -40,6 +40,11 @@ pub fn parse_instance(bytes: &[u8], max_bytes: usize) -> Result<Instance, CoreEr
 }
 
 impl Instance {
+    /// The document element.
+    pub(crate) fn root(&self) -> &Element {
+        &self.root
+    }
+
     /// The root element's local name.
     pub fn root_name(&self) -> &str {
         &self.root.name
@@ -599,6 +604,14 @@ impl<W: Write> TableWriter<W> {
         let mut inner = csv::WriterBuilder::new().from_writer(out);
         inner.write_record(header).map_err(csv_io)?;
         Ok(Self { inner })
+    }
+
+    /// Continues a table whose header was already written (after [`Self::finish`] took the
+    /// bytes so far).
+    pub fn resume(out: W) -> Self {
+        Self {
+            inner: csv::WriterBuilder::new().from_writer(out),
+        }
     }
 
     /// Writes one row.

@@ -7,6 +7,8 @@ pub mod authz;
 pub mod error;
 pub mod flatten;
 pub mod ids;
+pub mod odata;
+pub mod odata_rows;
 pub mod password_policy;
 pub mod schema;
 pub mod softlock;

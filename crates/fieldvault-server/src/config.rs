@@ -209,6 +209,18 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "Accept unencrypted submissions to a form that carries a public key. Off: they are refused (400), so a misconfigured client cannot leave plaintext on the server.",
     },
     OptionDoc {
+        key: "data.purge_after_days",
+        default: "30",
+        secret: false,
+        doc: "Days a deleted submission stays in the trash (restorable) before the purge destroys it: its sealed XML is overwritten and its rows and attachment blobs removed. `0` purges at the next run.",
+    },
+    OptionDoc {
+        key: "data.purge_interval_secs",
+        default: "3600",
+        secret: false,
+        doc: "How often the purge of deleted submissions runs, in seconds (first run one interval after start).",
+    },
+    OptionDoc {
         key: "log.format",
         default: "json",
         secret: false,
@@ -311,6 +323,10 @@ pub struct Config {
     #[allow(missing_docs)]
     pub allow_plaintext_to_encrypted_forms: bool,
     #[allow(missing_docs)]
+    pub purge_after_days: u64,
+    #[allow(missing_docs)]
+    pub purge_interval_secs: u64,
+    #[allow(missing_docs)]
     pub log_format: LogFormat,
     #[allow(missing_docs)]
     pub log_level: String,
@@ -351,6 +367,8 @@ impl Default for Config {
             backup_key_file: None,
             backup_keep: [7, 4, 6],
             allow_plaintext_to_encrypted_forms: false,
+            purge_after_days: 30,
+            purge_interval_secs: 3600,
             log_format: LogFormat::Json,
             log_level: "info".into(),
             sources: BTreeMap::new(),
@@ -515,6 +533,20 @@ impl Config {
             }
             "intake.allow_plaintext_to_encrypted_forms" => {
                 self.allow_plaintext_to_encrypted_forms = parse_bool(v)?;
+            }
+            "data.purge_after_days" => {
+                let n: u64 = parse_num(v)?;
+                if n > 36_500 {
+                    return Err("must be at most 36500".into());
+                }
+                self.purge_after_days = n;
+            }
+            "data.purge_interval_secs" => {
+                let n: u64 = parse_num(v)?;
+                if !(1..=86_400).contains(&n) {
+                    return Err("must be between 1 and 86400".into());
+                }
+                self.purge_interval_secs = n;
             }
             "log.format" => {
                 self.log_format = match v {
@@ -685,6 +717,8 @@ impl Config {
             "intake.allow_plaintext_to_encrypted_forms" => {
                 self.allow_plaintext_to_encrypted_forms.to_string()
             }
+            "data.purge_after_days" => self.purge_after_days.to_string(),
+            "data.purge_interval_secs" => self.purge_interval_secs.to_string(),
             "log.format" => match self.log_format {
                 LogFormat::Json => "json".into(),
                 LogFormat::Text => "text".into(),

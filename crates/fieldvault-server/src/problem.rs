@@ -80,6 +80,14 @@ pub enum ApiError {
         /// Explanation.
         message: String,
     },
+    /// 501: a protocol feature this server does not implement (an OData query option).
+    #[error("{message}")]
+    NotImplemented {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation.
+        message: String,
+    },
     /// 503: a dependency (database, object store) is unavailable; retry later.
     #[error("service unavailable")]
     Unavailable(String),
@@ -146,6 +154,9 @@ impl ApiError {
             ),
             ApiError::Busy { code, message } => {
                 (StatusCode::SERVICE_UNAVAILABLE, code, message.clone())
+            }
+            ApiError::NotImplemented { code, message } => {
+                (StatusCode::NOT_IMPLEMENTED, code, message.clone())
             }
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

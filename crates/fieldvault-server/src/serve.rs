@@ -19,6 +19,7 @@ pub async fn run(
     on_listening: impl FnOnce(SocketAddr) + Send + 'static,
 ) -> Result<(), String> {
     let config = app.config.clone();
+    crate::service::data::spawn_purge(app.clone());
     let handle = Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {

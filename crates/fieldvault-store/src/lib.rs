@@ -10,6 +10,7 @@
 pub mod audit_chain;
 pub mod backup;
 pub mod blob;
+pub mod data;
 pub mod error;
 pub mod forms;
 pub mod intake_journal;
@@ -31,6 +32,7 @@ use fieldvault_core::{ProjectId, UserId};
 
 pub use audit_chain::{AuditRow, AuditStore, NewAudit};
 pub use blob::{BlobSettings, BlobStore};
+pub use data::{Cursor, DataStore, Deleted, PageQuery, Purged, SubmissionRecord};
 pub use error::StoreError;
 pub use forms::{
     AppUserRow, Counts, FormAttachmentRow, FormDefMeta, FormDefRow, FormRow, FormStore, NewFormDef,
@@ -74,6 +76,7 @@ pub type Rewrap<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + Send 
 pub trait Store:
     FormStore
     + SubmissionStore
+    + DataStore
     + TokenStore
     + AuditStore
     + ThrottleStore

@@ -11,8 +11,9 @@ use fieldvault_store::blob::{BlobSettings, BlobStore, PART_LEN, S3Settings};
 use fieldvault_store::keyring::rotate_data_keys;
 use fieldvault_store::open::{RotateTo, rotate_master_key};
 use fieldvault_store::{
-    IngestOutcome, Keyring, MasterKeySource, NewFormDef, NewProject, NewSubmission, NewUser,
-    ReceivedAttachment, StorageSettings, StoreError, open,
+    Cursor, Deleted, IngestOutcome, Keyring, MasterKeySource, NewFormDef, NewProject,
+    NewSubmission, NewUser, PageQuery, Purged, ReceivedAttachment, StorageSettings, StoreError,
+    now_ms, open,
 };
 use fieldvault_testkit::pg::TestDb;
 use fieldvault_testkit::s3::S3Server;
@@ -1254,6 +1255,24 @@ async fn sqlite_snapshot_is_encrypted_and_consistent() {
 /// blobs were sealed for), rewrites drafts in place, keeps the key history, and is all or nothing.
 async fn project_keys(settings: StorageSettings) {
     use fieldvault_store::KeyedDef;
+#[tokio::test]
+async fn data_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    submission_data(settings(&dir.path().join("data"), None)).await;
+}
+
+#[tokio::test]
+async fn data_postgres() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    submission_data(settings(dir.path(), Some(&db.url))).await;
+    db.drop_db().await;
+}
+
+/// Bulk reads, review states, soft deletion, restore and purge: the same on both backends.
+async fn submission_data(settings: StorageSettings) {
     let opened = open(&settings, true).await.unwrap();
     let store = opened.store.clone();
     let (dk, _) = opened.keyring.new_data_key().unwrap();
@@ -1261,6 +1280,7 @@ async fn project_keys(settings: StorageSettings) {
         .create_project(
             &NewProject {
                 name: "K".into(),
+                name: "P".into(),
                 description: None,
                 created_by: None,
             },
@@ -1419,4 +1439,192 @@ async fn project_keys_postgres() {
     let dir = tempfile::tempdir().unwrap();
     project_keys(settings(dir.path(), Some(&db.url))).await;
     db.drop_db().await;
+    let (f, d) = store
+        .create_form(p.project_id(), &def("census", "1", &[]), true)
+        .await
+        .unwrap();
+    let (other, od) = store
+        .create_form(p.project_id(), &def("other", "1", &[]), true)
+        .await
+        .unwrap();
+    let (pi, fi, di) = (p.id, f.id, d.id);
+    for i in 0..5 {
+        let mut s = sub(pi, fi, di, &format!("uuid:{i}"), &format!("<d{i}/>"));
+        if i == 1 {
+            s.attachments = vec![att("photo.jpg", "blob-1")];
+        }
+        store.ingest(&[s]).await.unwrap();
+    }
+    store
+        .ingest(&[sub(pi, other.id, od.id, "uuid:x", "<x/>")])
+        .await
+        .unwrap();
+    let mut edit = sub(pi, fi, di, "uuid:1b", "<d1b/>");
+    edit.deprecated_id = Some("uuid:1".into());
+    edit.form_version = "2".into();
+    store.ingest(&[edit]).await.unwrap();
+
+    // Keyset pages, newest first, only this form.
+    let mut q = PageQuery {
+        form_id: fi,
+        deleted: Deleted::Exclude,
+        after: Cursor::START,
+        limit: 2,
+        with_xml: true,
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.submission_page(&q).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        q.after = page.last().unwrap().cursor();
+        seen.extend(page);
+    }
+    let ids: Vec<&str> = seen.iter().map(|r| r.instance_id.as_str()).collect();
+    assert_eq!(ids, vec!["uuid:4", "uuid:3", "uuid:2", "uuid:1", "uuid:0"]);
+    let one = seen.iter().find(|r| r.instance_id == "uuid:1").unwrap();
+    assert_eq!(one.current_instance_id, "uuid:1b");
+    assert_eq!(one.xml_sealed, b"<d1b/>");
+    assert_eq!(one.edits, 1);
+    assert_eq!(one.form_version, "1", "the version first submitted");
+    assert_eq!(one.attachments_expected, 1);
+    assert_eq!(one.attachments_present, 1, "carried forward by the edit");
+    assert_eq!(one.review_state, "edited");
+    let zero = seen.iter().find(|r| r.instance_id == "uuid:0").unwrap();
+    assert_eq!((zero.edits, zero.attachments_present), (0, 0));
+    assert_eq!(zero.device_id.as_deref(), Some("collect:test"));
+    let meta_only = store
+        .submission_page(&PageQuery {
+            with_xml: false,
+            after: Cursor::START,
+            limit: 100,
+            ..q
+        })
+        .await
+        .unwrap();
+    assert_eq!(meta_only.len(), 5);
+    assert!(meta_only.iter().all(|r| r.xml_sealed.is_empty()));
+
+    // Review states.
+    let two = store
+        .submission_record(fi, "uuid:2", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(two.xml_sealed.is_empty());
+    store.set_review_state(two.id, "approved").await.unwrap();
+    let two = store
+        .submission_record(fi, "uuid:2", true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(two.review_state, "approved");
+    assert_eq!(two.xml_sealed, b"<d2/>");
+    assert!(two.updated_at.is_some());
+    assert!(matches!(
+        store.set_review_state(999_999, "approved").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .submission_record(fi, "uuid:x", false)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Soft delete, restore, purge.
+    let one_id = one.id;
+    store
+        .set_submission_deleted(one_id, Some(now_ms() - 10_000))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.set_submission_deleted(one_id, Some(now_ms())).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.set_review_state(one_id, "approved").await,
+        Err(StoreError::NotFound)
+    ));
+    let page = |deleted| PageQuery {
+        form_id: fi,
+        deleted,
+        after: Cursor::START,
+        limit: 100,
+        with_xml: false,
+    };
+    assert_eq!(
+        store
+            .submission_page(&page(Deleted::Exclude))
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    let trash = store.submission_page(&page(Deleted::Only)).await.unwrap();
+    assert_eq!(trash.len(), 1);
+    assert_eq!(trash[0].instance_id, "uuid:1");
+    assert_eq!(
+        store
+            .submission_page(&page(Deleted::Include))
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    store.set_submission_deleted(one_id, None).await.unwrap();
+    assert!(matches!(
+        store.set_submission_deleted(one_id, None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .submission_page(&page(Deleted::Only))
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    store
+        .set_submission_deleted(one_id, Some(now_ms() - 10_000))
+        .await
+        .unwrap();
+    let before_counts = store.counts().await.unwrap();
+    let none = store
+        .purge_deleted_submissions(now_ms() - 20_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(none, Purged::default(), "not yet past retention");
+    assert_eq!(store.counts().await.unwrap(), before_counts);
+    let purged = store
+        .purge_deleted_submissions(now_ms(), 100)
+        .await
+        .unwrap();
+    assert_eq!(purged.submissions, vec![(fi, "uuid:1".to_owned())]);
+    assert_eq!(purged.blobs, vec!["blob-1".to_owned()]);
+    assert!(
+        store
+            .submission_record(fi, "uuid:1", true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.submission(fi, "uuid:1b").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .submission_page(&page(Deleted::Include))
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    // The instanceID is free again once purged (Central: purged means gone).
+    let r = store
+        .ingest(&[sub(pi, fi, di, "uuid:1", "<again/>")])
+        .await
+        .unwrap();
+    assert!(matches!(r.outcomes[0], IngestOutcome::Created { .. }));
 }

@@ -19,8 +19,9 @@ use crate::App;
 use crate::openrosa::caller::Caller;
 use crate::openrosa::routes::form_xml_response;
 use crate::problem::ApiError;
+use crate::service::data::{self, DataView};
 use crate::service::forms::{self, FormView};
-use crate::service::submissions::{self, SubmissionView};
+use crate::service::submissions;
 
 /// The routes.
 pub fn routes() -> Router<App> {
@@ -67,7 +68,13 @@ pub fn routes() -> Router<App> {
         )
         .route(
             "/v1/projects/{pid}/forms/{form}/submissions/{instance}",
-            get(submission_read),
+            get(submission_read)
+                .patch(submission_review)
+                .delete(submission_delete),
+        )
+        .route(
+            "/v1/projects/{pid}/forms/{form}/submissions/{instance}/restore",
+            post(submission_restore),
         )
         .route(
             "/v1/projects/{pid}/forms/{form}/submissions/{instance}/attachments",
@@ -210,8 +217,13 @@ async fn list(
 async fn read(
     State(app): State<App>,
     caller: Caller,
+    headers: HeaderMap,
     Path(p): Path<P>,
 ) -> Result<Response, ApiError> {
+    if p.form().ends_with(".svc") {
+        return super::data::service_document(&app, &caller, &headers, p.project()?, p.form())
+            .await;
+    }
     if let Some(id) = p.form().strip_suffix(".xml") {
         return form_xml_response(&app, &caller, p.project()?, id)
             .await
@@ -398,30 +410,37 @@ fn file_response(name: &str, content_type: Option<&str>, body: Body) -> Response
     (StatusCode::OK, h, body).into_response()
 }
 
-fn submission_json(v: &SubmissionView) -> Value {
-    let s = &v.submission;
-    let c = &v.current;
-    let review = (s.review_state != "received").then_some(s.review_state.as_str());
+/// Central's Submission, plus `data`: the answers flattened the KoboToolbox way (`null` for
+/// ODK-encrypted submissions, which the server cannot read).
+fn submission_json(v: &DataView) -> Value {
+    let r = &v.record;
+    let review = (r.review_state != "received").then_some(r.review_state.as_str());
+    let submitter = r.submitter_user_id.or(r.submitter_app_user_id);
     json!({
-        "instanceId": s.instance_id,
-        "submitterId": s.submitter_user_id.or(s.submitter_app_user_id),
-        "deviceId": s.device_id,
+        "instanceId": r.instance_id,
+        "submitterId": submitter,
+        "submitterName": r.submitter_name,
+        "deviceId": r.device_id,
         "userAgent": null,
         "reviewState": review,
-        "encrypted": s.encrypted,
-        "createdAt": iso(s.created_at),
-        "updatedAt": iso_opt(s.updated_at),
-        "deletedAt": iso_opt(s.deleted_at),
+        "encrypted": r.encrypted,
+        "createdAt": iso(r.created_at),
+        "updatedAt": iso_opt(r.updated_at),
+        "deletedAt": iso_opt(r.deleted_at),
+        "edits": r.edits,
+        "attachmentsPresent": r.attachments_present,
+        "attachmentsExpected": r.attachments_expected,
+        "formVersion": r.form_version,
         "currentVersion": {
-            "instanceId": c.instance_id,
-            "instanceName": c.instance_name,
-            "submitterId": c.submitter_user_id.or(c.submitter_app_user_id),
-            "deviceId": c.device_id,
+            "instanceId": r.current_instance_id,
+            "instanceName": r.instance_name,
+            "submitterId": submitter,
+            "deviceId": r.device_id,
             "userAgent": null,
-            "formVersion": c.form_version,
-            "createdAt": iso(c.created_at),
-            "current": c.current,
+            "createdAt": iso(r.updated_at.unwrap_or(r.created_at)),
+            "current": true,
         },
+        "data": v.data,
     })
 }
 
@@ -429,6 +448,7 @@ fn submission_json(v: &SubmissionView) -> Value {
 struct Page {
     limit: Option<String>,
     offset: Option<String>,
+    deleted: Option<String>,
 }
 
 fn int_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
@@ -449,7 +469,8 @@ async fn submission_list(
     let actor = signed_in(&caller)?;
     let limit = int_param("limit", q.limit.as_deref())?;
     let offset = int_param("offset", q.offset.as_deref())?;
-    let rows = submissions::list(&app, actor, p.project()?, p.form(), limit, offset).await?;
+    let deleted = is_true(q.deleted.as_deref());
+    let rows = data::list(&app, actor, p.project()?, p.form(), deleted, limit, offset).await?;
     Ok(Json(Value::Array(
         rows.iter().map(submission_json).collect(),
     )))
@@ -466,8 +487,50 @@ async fn submission_read(
         let xml = submissions::xml(&app, actor, p.project()?, p.form(), id).await?;
         return Ok(([(header::CONTENT_TYPE, "application/xml")], xml).into_response());
     }
-    let v = submissions::get(&app, actor, p.project()?, p.form(), &instance).await?;
+    let v = data::get(&app, actor, p.project()?, p.form(), &instance).await?;
     Ok(Json(submission_json(&v)).into_response())
+}
+
+#[derive(Deserialize)]
+struct Review {
+    #[serde(rename = "reviewState")]
+    review_state: Option<String>,
+}
+
+async fn submission_review(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+    AppJson(body): AppJson<Review>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = signed_in(&caller)?;
+    let instance = p.instance.clone().unwrap_or_default();
+    // Central writes "received" as null.
+    let state = body.review_state.unwrap_or_else(|| "received".into());
+    let record = data::review(&app, actor, p.project()?, p.form(), &instance, &state).await?;
+    Ok(Json(submission_json(&DataView { record, data: None })))
+}
+
+async fn submission_delete(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = signed_in(&caller)?;
+    let instance = p.instance.clone().unwrap_or_default();
+    data::delete(&app, actor, p.project()?, p.form(), &instance).await?;
+    Ok(Json(json!({"success": true})))
+}
+
+async fn submission_restore(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = signed_in(&caller)?;
+    let instance = p.instance.clone().unwrap_or_default();
+    data::restore(&app, actor, p.project()?, p.form(), &instance).await?;
+    Ok(Json(json!({"success": true})))
 }
 
 async fn submission_attachments(

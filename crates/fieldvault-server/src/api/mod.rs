@@ -3,6 +3,7 @@
 
 pub mod app_users;
 pub mod audits;
+pub mod data;
 pub mod forms;
 pub mod json;
 pub mod project_key;
@@ -22,4 +23,5 @@ pub fn routes() -> Router<App> {
         .merge(app_users::routes())
         .merge(sessions::routes())
         .merge(audits::routes())
+        .merge(data::routes())
 }

@@ -5,12 +5,15 @@ pub mod app_users;
 pub mod audit;
 pub mod backup;
 pub mod context;
+pub mod data;
 pub mod encryption;
+pub mod export;
 pub mod forms;
 pub mod hot_cache;
 pub mod import;
 pub mod ingest_queue;
 pub mod intake;
+pub mod odata;
 pub mod projects;
 pub mod sessions;
 pub mod submissions;
@@ -91,6 +94,14 @@ pub enum ServiceError {
         /// Explanation for a human.
         message: String,
     },
+    /// A protocol feature that is not implemented (code + message).
+    #[error("{message}")]
+    NotImplemented {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation for a human.
+        message: String,
+    },
     /// An unexpected internal failure (a worker thread died, the RNG failed).
     #[error("internal: {0}")]
     Internal(String),
@@ -140,6 +151,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unsupported(message) => ApiError::Unsupported { message },
             ServiceError::Invalid { code, message } => ApiError::BadRequest { code, message },
             ServiceError::Busy { code, message } => ApiError::Busy { code, message },
+            ServiceError::NotImplemented { code, message } => {
+                ApiError::NotImplemented { code, message }
+            }
             ServiceError::Internal(m) => ApiError::Internal(m),
         }
     }

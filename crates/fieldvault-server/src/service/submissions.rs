@@ -1,5 +1,5 @@
-//! Reading submissions: metadata lists, the decrypted XML of a version, attachments. Only
-//! callers with `submission.read` on the form (managers, viewers) get here; site administrators
+//! Reading one submission's decrypted XML and attachments (lists and flattened data are in
+//! `data.rs`). Only callers with `submission.read` on the form (managers, viewers) get here; site administrators
 //! without a project role do not (M6).
 
 use bytes::Bytes;
@@ -13,9 +13,6 @@ use futures_util::Stream;
 use super::ServiceError;
 use super::context::project_actor;
 use crate::App;
-
-/// Largest page of a submission list.
-pub const MAX_PAGE: i64 = 1000;
 
 async fn load(
     app: &App,
@@ -41,42 +38,6 @@ async fn load(
     Ok((p, form))
 }
 
-/// A submission with its current version.
-pub struct SubmissionView {
-    /// The submission.
-    pub submission: SubmissionRow,
-    /// Its current version.
-    pub current: SubmissionVersionRow,
-}
-
-/// A page of a form's submissions, newest first.
-pub async fn list(
-    app: &App,
-    actor: &Actor,
-    project: ProjectId,
-    xml_form_id: &str,
-    limit: Option<i64>,
-    offset: Option<i64>,
-) -> Result<Vec<SubmissionView>, ServiceError> {
-    let (_, form) = load(app, actor, project, xml_form_id).await?;
-    let limit = limit.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
-    let rows = app
-        .store
-        .submissions(form.id, limit, offset.unwrap_or(0).max(0))
-        .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for s in rows {
-        let versions = app.store.submission_versions(s.id).await?;
-        if let Some(current) = versions.into_iter().find(|v| v.current) {
-            out.push(SubmissionView {
-                submission: s,
-                current,
-            });
-        }
-    }
-    Ok(out)
-}
-
 async fn version_for(
     app: &App,
     actor: &Actor,
@@ -99,22 +60,6 @@ async fn version_for(
         .find(|v| v.current)
         .ok_or(ServiceError::NotFound)?;
     Ok((p, form, s, current))
-}
-
-/// One submission.
-pub async fn get(
-    app: &App,
-    actor: &Actor,
-    project: ProjectId,
-    xml_form_id: &str,
-    instance_id: &str,
-) -> Result<SubmissionView, ServiceError> {
-    let (_, _, submission, current) =
-        version_for(app, actor, project, xml_form_id, instance_id).await?;
-    Ok(SubmissionView {
-        submission,
-        current,
-    })
 }
 
 /// The decrypted XML of the current version (for an ODK-encrypted submission: the envelope).
@@ -181,7 +126,11 @@ pub async fn attachment(
     Ok((slot, stream))
 }
 
-async fn first_owner(app: &App, submission_id: i64, blob: &str) -> Result<String, ServiceError> {
+pub(crate) async fn first_owner(
+    app: &App,
+    submission_id: i64,
+    blob: &str,
+) -> Result<String, ServiceError> {
     for v in app.store.submission_versions(submission_id).await? {
         let atts = app.store.submission_attachments(v.id).await?;
         if atts.iter().any(|a| a.blob_name.as_deref() == Some(blob)) {

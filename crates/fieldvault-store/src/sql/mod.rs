@@ -9,6 +9,7 @@
 
 mod accounts;
 mod audit;
+mod data;
 mod forms;
 mod project_keys;
 mod submissions;
@@ -18,6 +19,7 @@ mod two_factor;
 
 pub(crate) use accounts::shared_store_impl;
 pub(crate) use audit::audit_store_impl;
+pub(crate) use data::{data_store_impl, page_where, record_select};
 pub(crate) use forms::{app_user_cols, def_cols, form_cols, form_store_impl};
 pub(crate) use project_keys::project_key_store_impl;
 pub(crate) use submissions::{submission_cols, submission_store_impl, version_cols};

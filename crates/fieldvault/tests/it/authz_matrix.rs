@@ -182,6 +182,55 @@ async fn every_caller_against_every_endpoint() {
             None,
             [401, 200, 200, 200, 404, 404, 200],
         ),
+        (
+            "GET",
+            format!("{p}/forms/f/submissions/uuid:m1"),
+            None,
+            [401, 200, 200, 403, 404, 404, 200],
+        ),
+        (
+            "GET",
+            format!("{p}/forms/f/submissions.csv"),
+            None,
+            [401, 200, 200, 403, 404, 404, 200],
+        ),
+        (
+            "GET",
+            format!("{p}/forms/f/submissions.csv.zip"),
+            None,
+            [401, 200, 200, 403, 404, 404, 200],
+        ),
+        (
+            "GET",
+            format!("{p}/forms/f.svc/Submissions"),
+            None,
+            [401, 200, 200, 403, 404, 404, 200],
+        ),
+        (
+            "GET",
+            format!("{p}/forms/f.svc/$metadata"),
+            None,
+            [401, 200, 200, 403, 404, 404, 200],
+        ),
+        (
+            "PATCH",
+            format!("{p}/forms/f/submissions/uuid:m1"),
+            Some(json!({"reviewState": "approved"})),
+            [401, 200, 403, 403, 404, 404, 403],
+        ),
+        (
+            "POST",
+            format!("{p}/forms/f/submissions/uuid:m1/restore"),
+            None,
+            [401, 404, 403, 403, 404, 404, 403],
+        ),
+        // Last: the manager's delete removes the submission the rows above read.
+        (
+            "DELETE",
+            format!("{p}/forms/f/submissions/uuid:m1"),
+            None,
+            [401, 200, 403, 403, 404, 404, 403],
+        ),
     ];
     let whos = [
         Who::Anonymous,

@@ -7,6 +7,7 @@ mod api_projects;
 mod audit;
 mod authz_matrix;
 mod backup;
+mod data;
 mod degraded;
 mod encrypted;
 mod harness;
