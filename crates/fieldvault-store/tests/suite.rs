@@ -1255,24 +1255,6 @@ async fn sqlite_snapshot_is_encrypted_and_consistent() {
 /// blobs were sealed for), rewrites drafts in place, keeps the key history, and is all or nothing.
 async fn project_keys(settings: StorageSettings) {
     use fieldvault_store::KeyedDef;
-#[tokio::test]
-async fn data_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    submission_data(settings(&dir.path().join("data"), None)).await;
-}
-
-#[tokio::test]
-async fn data_postgres() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    submission_data(settings(dir.path(), Some(&db.url))).await;
-    db.drop_db().await;
-}
-
-/// Bulk reads, review states, soft deletion, restore and purge: the same on both backends.
-async fn submission_data(settings: StorageSettings) {
     let opened = open(&settings, true).await.unwrap();
     let store = opened.store.clone();
     let (dk, _) = opened.keyring.new_data_key().unwrap();
@@ -1280,7 +1262,6 @@ async fn submission_data(settings: StorageSettings) {
         .create_project(
             &NewProject {
                 name: "K".into(),
-                name: "P".into(),
                 description: None,
                 created_by: None,
             },
@@ -1439,6 +1420,40 @@ async fn project_keys_postgres() {
     let dir = tempfile::tempdir().unwrap();
     project_keys(settings(dir.path(), Some(&db.url))).await;
     db.drop_db().await;
+}
+
+#[tokio::test]
+async fn data_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    submission_data(settings(&dir.path().join("data"), None)).await;
+}
+
+#[tokio::test]
+async fn data_postgres() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    submission_data(settings(dir.path(), Some(&db.url))).await;
+    db.drop_db().await;
+}
+
+/// Bulk reads, review states, soft deletion, restore and purge: the same on both backends.
+async fn submission_data(settings: StorageSettings) {
+    let opened = open(&settings, true).await.unwrap();
+    let store = opened.store.clone();
+    let (dk, _) = opened.keyring.new_data_key().unwrap();
+    let p = store
+        .create_project(
+            &NewProject {
+                name: "P".into(),
+                description: None,
+                created_by: None,
+            },
+            &dk,
+        )
+        .await
+        .unwrap();
     let (f, d) = store
         .create_form(p.project_id(), &def("census", "1", &[]), true)
         .await
