@@ -114,6 +114,8 @@ impl Scopes {
             Verb::UserCreate
             | Verb::UserList
             | Verb::UserSuspend
+            | Verb::UserManage
+            | Verb::UserInvite
             | Verb::KeysRotate
             | Verb::ConfigRead => Scopes::ADMIN,
         }
@@ -165,6 +167,11 @@ pub enum Verb {
     UserList,
     /// Suspend or reactivate an account.
     UserSuspend,
+    /// Manage another account's credentials: issue a password-reset link, force a password
+    /// reset, reset or require its second factor.
+    UserManage,
+    /// Create an invite link for sign-up.
+    UserInvite,
     /// Create a project.
     ProjectCreate,
     /// Read a project's metadata.
@@ -195,6 +202,8 @@ impl Verb {
         Verb::UserCreate,
         Verb::UserList,
         Verb::UserSuspend,
+        Verb::UserManage,
+        Verb::UserInvite,
         Verb::ProjectCreate,
         Verb::ProjectRead,
         Verb::ProjectUpdate,
@@ -214,6 +223,8 @@ impl Verb {
             Verb::UserCreate => "user.create",
             Verb::UserList => "user.list",
             Verb::UserSuspend => "user.suspend",
+            Verb::UserManage => "user.manage",
+            Verb::UserInvite => "user.invite",
             Verb::ProjectCreate => "project.create",
             Verb::ProjectRead => "project.read",
             Verb::ProjectUpdate => "project.update",
@@ -239,6 +250,8 @@ impl Verb {
             Verb::UserCreate
                 | Verb::UserList
                 | Verb::UserSuspend
+                | Verb::UserManage
+                | Verb::UserInvite
                 | Verb::KeysRotate
                 | Verb::ConfigRead
         )
@@ -463,6 +476,8 @@ mod tests {
                     UserCreate,
                     UserList,
                     UserSuspend,
+                    UserManage,
+                    UserInvite,
                     KeysRotate,
                     ConfigRead,
                     ProjectCreate,

@@ -13,6 +13,7 @@ pub mod error;
 pub mod forms;
 pub mod keyfile;
 pub mod keyring;
+pub mod lifecycle;
 pub mod model;
 pub mod open;
 pub mod postgres;
@@ -34,6 +35,7 @@ pub use forms::{
     AppUserRow, Counts, FormAttachmentRow, FormDefMeta, FormDefRow, FormRow, FormStore, NewFormDef,
 };
 pub use keyring::Keyring;
+pub use lifecycle::{InviteRow, LifecycleStore, NewInvite, PasswordResetRow};
 pub use model::{DataKeyRow, NewProject, NewUser, ProjectRow, UserRow, now_ms};
 pub use open::{MasterKeySource, Opened, StorageSettings, open};
 pub use project_keys::{KeyedDef, ProjectKeyRow, ProjectKeyStore};
@@ -77,6 +79,7 @@ pub trait Store:
     + ThrottleStore
     + TwoFactorStore
     + ProjectKeyStore
+    + LifecycleStore
     + Send
     + Sync
     + 'static

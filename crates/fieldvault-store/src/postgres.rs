@@ -51,3 +51,4 @@ crate::sql::throttle_store_impl!(PgStore, "BEGIN", " FOR UPDATE");
 use crate::sql::to_state;
 crate::sql::two_factor_store_impl!(PgStore);
 crate::sql::project_key_store_impl!(PgStore, "BEGIN");
+crate::sql::lifecycle_store_impl!(PgStore, "BEGIN");

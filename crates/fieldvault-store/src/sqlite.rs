@@ -90,3 +90,4 @@ crate::sql::throttle_store_impl!(SqliteStore, "BEGIN IMMEDIATE", "");
 use crate::sql::to_state;
 crate::sql::two_factor_store_impl!(SqliteStore);
 crate::sql::project_key_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
+crate::sql::lifecycle_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
