@@ -3,9 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod account_delete;
+mod accounts_util;
 mod api_projects;
 mod audit;
 mod authz_matrix;
+mod browser_sessions;
 mod encrypted;
 mod harness;
 mod import;
@@ -13,7 +16,10 @@ mod keys;
 mod odk_cli;
 mod openrosa;
 mod project_key;
+mod passwords;
 mod serve;
+mod signup;
 mod startup_errors;
 mod tls;
 mod tokens;
+mod two_factor_admin;
