@@ -1415,6 +1415,8 @@ async fn project_keys_postgres() {
     let dir = tempfile::tempdir().unwrap();
     project_keys(settings(dir.path(), Some(&db.url))).await;
     db.drop_db().await;
+}
+
 /// Account lifecycle: invites, reset links, flags, browser sessions, account deletion.
 async fn lifecycle(settings: StorageSettings) {
     use fieldvault_store::NewInvite;
