@@ -115,6 +115,8 @@ impl Scopes {
             Verb::UserCreate
             | Verb::UserList
             | Verb::UserSuspend
+            | Verb::UserManage
+            | Verb::UserInvite
             | Verb::KeysRotate
             | Verb::ConfigRead => Scopes::ADMIN,
         }
@@ -166,6 +168,11 @@ pub enum Verb {
     UserList,
     /// Suspend or reactivate an account.
     UserSuspend,
+    /// Manage another account's credentials: issue a password-reset link, force a password
+    /// reset, reset or require its second factor.
+    UserManage,
+    /// Create an invite link for sign-up.
+    UserInvite,
     /// Create a project.
     ProjectCreate,
     /// Read a project's metadata.
@@ -200,6 +207,8 @@ impl Verb {
         Verb::UserCreate,
         Verb::UserList,
         Verb::UserSuspend,
+        Verb::UserManage,
+        Verb::UserInvite,
         Verb::ProjectCreate,
         Verb::ProjectRead,
         Verb::ProjectUpdate,
@@ -221,6 +230,8 @@ impl Verb {
             Verb::UserCreate => "user.create",
             Verb::UserList => "user.list",
             Verb::UserSuspend => "user.suspend",
+            Verb::UserManage => "user.manage",
+            Verb::UserInvite => "user.invite",
             Verb::ProjectCreate => "project.create",
             Verb::ProjectRead => "project.read",
             Verb::ProjectUpdate => "project.update",
@@ -248,6 +259,8 @@ impl Verb {
             Verb::UserCreate
                 | Verb::UserList
                 | Verb::UserSuspend
+                | Verb::UserManage
+                | Verb::UserInvite
                 | Verb::KeysRotate
                 | Verb::ConfigRead
         )
@@ -474,6 +487,8 @@ mod tests {
                     UserCreate,
                     UserList,
                     UserSuspend,
+                    UserManage,
+                    UserInvite,
                     KeysRotate,
                     ConfigRead,
                     ProjectCreate,

@@ -55,6 +55,15 @@ pub const IP: Policy = Policy {
     max_lock_ms: 3_600_000,
 };
 
+/// Sign-up attempts from one client address: every attempt counts; 10 in an hour lock the
+/// address out of sign-up for an hour (M4: account creation is not a free-for-all).
+pub const SIGNUP: Policy = Policy {
+    threshold: 10,
+    window_ms: 3_600_000,
+    base_lock_ms: 3_600_000,
+    max_lock_ms: 6 * 3_600_000,
+};
+
 impl LockState {
     /// Milliseconds until an attempt is allowed again (0: allowed now).
     pub fn retry_after(&self, now: i64) -> i64 {

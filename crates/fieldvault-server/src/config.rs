@@ -155,6 +155,24 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "Comma-separated CIDRs from which the admin surface (`/v1/admin/…`, `/v1/audits`) answers; from anywhere else it answers 404 (M5).",
     },
     OptionDoc {
+        key: "signup.mode",
+        default: "closed",
+        secret: false,
+        doc: "Who may create an account with `POST /v1/signup`: `closed` (only with an invite link from an administrator), `invite` (only with an invite link, which any signed-in account may make), or `open` (anyone). See docs/accounts.md.",
+    },
+    OptionDoc {
+        key: "session.idle_timeout_secs",
+        default: "1800",
+        secret: false,
+        doc: "A browser (cookie) session ends after this many seconds without a request.",
+    },
+    OptionDoc {
+        key: "session.absolute_timeout_secs",
+        default: "43200",
+        secret: false,
+        doc: "A browser (cookie) session ends this many seconds after sign-in, however active.",
+    },
+    OptionDoc {
         key: "http.hsts_max_age_secs",
         default: "31536000",
         secret: false,
@@ -256,6 +274,28 @@ pub enum KeySourceKind {
     Passphrase,
 }
 
+/// Who may sign up (`signup.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignupMode {
+    /// Only with an invite made by an administrator.
+    Closed,
+    /// Only with an invite, which any signed-in account may make.
+    Invite,
+    /// Anyone.
+    Open,
+}
+
+impl SignupMode {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignupMode::Closed => "closed",
+            SignupMode::Invite => "invite",
+            SignupMode::Open => "open",
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -326,6 +366,11 @@ pub struct Config {
     pub purge_after_days: u64,
     #[allow(missing_docs)]
     pub purge_interval_secs: u64,
+    pub signup_mode: SignupMode,
+    #[allow(missing_docs)]
+    pub session_idle_timeout_secs: u64,
+    #[allow(missing_docs)]
+    pub session_absolute_timeout_secs: u64,
     #[allow(missing_docs)]
     pub log_format: LogFormat,
     #[allow(missing_docs)]
@@ -369,6 +414,9 @@ impl Default for Config {
             allow_plaintext_to_encrypted_forms: false,
             purge_after_days: 30,
             purge_interval_secs: 3600,
+            signup_mode: SignupMode::Closed,
+            session_idle_timeout_secs: 1800,
+            session_absolute_timeout_secs: 43_200,
             log_format: LogFormat::Json,
             log_level: "info".into(),
             sources: BTreeMap::new(),
@@ -548,6 +596,28 @@ impl Config {
                 }
                 self.purge_interval_secs = n;
             }
+            "signup.mode" => {
+                self.signup_mode = match v {
+                    "closed" => SignupMode::Closed,
+                    "invite" => SignupMode::Invite,
+                    "open" => SignupMode::Open,
+                    _ => return Err(format!("{v:?} is not `closed`, `invite` or `open`")),
+                }
+            }
+            "session.idle_timeout_secs" => {
+                let n: u64 = parse_num(v)?;
+                if !(1..=2_592_000).contains(&n) {
+                    return Err("must be between 1 and 2592000 (30 days)".into());
+                }
+                self.session_idle_timeout_secs = n;
+            }
+            "session.absolute_timeout_secs" => {
+                let n: u64 = parse_num(v)?;
+                if !(1..=2_592_000).contains(&n) {
+                    return Err("must be between 1 and 2592000 (30 days)".into());
+                }
+                self.session_absolute_timeout_secs = n;
+            }
             "log.format" => {
                 self.log_format = match v {
                     "json" => LogFormat::Json,
@@ -639,6 +709,11 @@ impl Config {
                 "master_key and master_key_source = \"passphrase\" exclude each other".to_owned(),
             );
         }
+        if self.session_idle_timeout_secs > self.session_absolute_timeout_secs {
+            problems.push(
+                "session.idle_timeout_secs cannot exceed session.absolute_timeout_secs".to_owned(),
+            );
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -719,6 +794,9 @@ impl Config {
             }
             "data.purge_after_days" => self.purge_after_days.to_string(),
             "data.purge_interval_secs" => self.purge_interval_secs.to_string(),
+            "signup.mode" => self.signup_mode.as_str().into(),
+            "session.idle_timeout_secs" => self.session_idle_timeout_secs.to_string(),
+            "session.absolute_timeout_secs" => self.session_absolute_timeout_secs.to_string(),
             "log.format" => match self.log_format {
                 LogFormat::Json => "json".into(),
                 LogFormat::Text => "text".into(),
@@ -893,6 +971,28 @@ mod tests {
         );
         assert!(shown.contains("[redacted]"));
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn signup_mode_and_session_timeouts() {
+        let mut c = Config::default();
+        assert_eq!(c.signup_mode, SignupMode::Closed);
+        c.set("signup.mode", "invite", Source::File).unwrap();
+        assert_eq!(c.display_value("signup.mode"), "invite");
+        assert!(c.set("signup.mode", "everyone", Source::File).is_err());
+        assert!(
+            c.set("session.idle_timeout_secs", "0", Source::Env)
+                .is_err()
+        );
+        c.set("session.idle_timeout_secs", "7200", Source::Env)
+            .unwrap();
+        c.set("session.absolute_timeout_secs", "3600", Source::Env)
+            .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("session.idle_timeout_secs"), "{e}");
+        c.set("session.absolute_timeout_secs", "7200", Source::Env)
+            .unwrap();
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -6,6 +6,15 @@
 //! <token>` (KoboToolbox clients; API tokens), and HTTP Basic. Passwords (Basic) are accepted only
 //! over HTTPS, from loopback, or through a trusted proxy that terminated HTTPS. Any other scheme,
 //! and any token that does not resolve, is a 401 — never silently "anonymous".
+//!
+//! Without an `Authorization` header, a browser session cookie (`__Host-fv_session` over HTTPS,
+//! `fv_session` otherwise) is accepted. Cookie sessions end after `session.idle_timeout_secs`
+//! without a request, and a cookie-authenticated POST/PUT/PATCH/DELETE must carry the session's
+//! CSRF token in `X-CSRF-Token` (compared in constant time; 403 `csrf` otherwise). Header
+//! credentials are never subject to CSRF: a browser does not attach them by itself.
+//!
+//! An account an administrator required a second factor for reaches only enrolment and
+//! sign-out until it has one (403 `auth.second_factor_enrolment_required`).
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -27,6 +36,21 @@ pub const SESSION_PREFIX: &str = "fvs_";
 pub const API_TOKEN_PREFIX: &str = "fvt_";
 /// Longest token accepted in a header.
 const MAX_TOKEN_LEN: usize = 256;
+/// Browser session cookie when served over HTTPS (`__Host-`: Secure, Path=/, no Domain).
+pub const COOKIE_SECURE: &str = "__Host-fv_session";
+/// Browser session cookie over plain HTTP (loopback development).
+pub const COOKIE_PLAIN: &str = "fv_session";
+/// Header carrying the CSRF token of a cookie session.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Routes an account that must enrol a second factor may still reach.
+const ENROLMENT_PATHS: &[&str] = &[
+    "/v1/users/current",
+    "/v1/users/current/2fa",
+    "/v1/users/current/2fa/confirm",
+    "/v1/sessions/current",
+    "/v1/sessions/current/logout-all",
+    "/v1/sessions/all",
+];
 
 /// A signed-in account. Rejects the request with 401 when credentials are missing or wrong.
 pub struct AuthUser {
@@ -36,6 +60,8 @@ pub struct AuthUser {
     pub user: UserRow,
     /// SHA-256 of the session token, when the caller used a session.
     pub session: Option<[u8; 32]>,
+    /// True when the session came in a cookie (a browser).
+    pub cookie: bool,
 }
 
 impl FromRequestParts<App> for AuthUser {
@@ -52,10 +78,41 @@ impl FromRequestParts<App> for AuthUser {
     }
 }
 
-/// Authenticates the `Authorization` header; `None` when there is none.
+/// A caller that may be signed in. Unlike `Option<AuthUser>`, credentials that are present but
+/// wrong are still a 401, never quietly "nobody" (realworld's `MaybeAuthUser`).
+pub struct MaybeAuthUser(pub Option<AuthUser>);
+
+impl FromRequestParts<App> for MaybeAuthUser {
+    type Rejection = ApiError;
+
+    #[tracing::instrument(skip_all)]
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Ok(MaybeAuthUser(authenticate(parts, app).await?))
+    }
+}
+
+/// Authenticates the `Authorization` header, or else a session cookie; `None` when there is
+/// neither.
 pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, ApiError> {
+    let who = match authenticate_credentials(parts, app).await? {
+        Some(who) => who,
+        None => return Ok(None),
+    };
+    if who.user.require_2fa
+        && !ENROLMENT_PATHS.contains(&parts.uri.path())
+        && !service::two_factor::enabled(app, &who.user).await?
+    {
+        return Err(ApiError::Refused {
+            code: "auth.second_factor_enrolment_required",
+            message: "An administrator requires two-factor sign-in for this account: enrol at POST /v1/users/current/2fa first.".into(),
+        });
+    }
+    Ok(Some(who))
+}
+
+async fn authenticate_credentials(parts: &Parts, app: &App) -> Result<Option<AuthUser>, ApiError> {
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
+        return cookie_session(parts, app).await;
     };
     let text = value.to_str().map_err(|_| failed())?;
     let (scheme, rest) = text.split_once(' ').ok_or_else(failed)?;
@@ -70,10 +127,12 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
             let hash = fieldvault_crypto::mac::sha256(rest.as_bytes());
             let now = fieldvault_store::now_ms();
             if rest.starts_with(SESSION_PREFIX) && scheme.eq_ignore_ascii_case("bearer") {
+                // A browser session's token is only good in its cookie (idle timeout, CSRF).
                 let session = app
                     .store
                     .session_by_hash(&hash, now)
                     .await?
+                    .filter(|s| !s.cookie)
                     .ok_or_else(failed)?;
                 let user = active_user(app, session.user_id).await?;
                 record(slot, &user.username, "session");
@@ -81,6 +140,7 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
                     actor: actor(&user, Scopes::ALL, has_second_factor(app, &user).await?),
                     user,
                     session: Some(hash),
+                    cookie: false,
                 }
             } else if rest.starts_with(API_TOKEN_PREFIX) {
                 let token = app
@@ -102,6 +162,7 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
                     actor: actor(&user, scopes, has_second_factor(app, &user).await?),
                     user,
                     session: None,
+                    cookie: false,
                 }
             } else {
                 return Err(failed());
@@ -168,11 +229,90 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
                 actor: actor(&user, Scopes::ALL, false),
                 user,
                 session: None,
+                cookie: false,
             }
         }
         _ => return Err(failed()),
     };
     Ok(Some(authenticated))
+}
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_SECURE || *name == COOKIE_PLAIN)
+        .map(|(_, value)| value.trim().to_owned())
+}
+
+/// A browser session from its cookie: idle timeout, CSRF on changes, coarse last-seen updates.
+async fn cookie_session(parts: &Parts, app: &App) -> Result<Option<AuthUser>, ApiError> {
+    let Some(token) = session_cookie(&parts.headers) else {
+        return Ok(None);
+    };
+    if !token.starts_with(SESSION_PREFIX) || token.len() > MAX_TOKEN_LEN {
+        return Err(failed());
+    }
+    let hash = fieldvault_crypto::mac::sha256(token.as_bytes());
+    let now = fieldvault_store::now_ms();
+    // A bearer token copied into a cookie is not a browser session.
+    let session = app
+        .store
+        .session_by_hash(&hash, now)
+        .await?
+        .filter(|s| s.cookie)
+        .ok_or_else(expired)?;
+    let idle_ms = i64::try_from(app.config.session_idle_timeout_secs)
+        .unwrap_or(i64::MAX / 2_000)
+        .saturating_mul(1000);
+    if now - session.last_seen_at > idle_ms {
+        app.store.delete_session(&hash).await?;
+        return Err(expired());
+    }
+    let changes = !matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if changes {
+        let expected = service::sessions::csrf_token(app, &token).await?;
+        let sent = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let same: bool = subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), expected.as_bytes()).into();
+        if !same {
+            return Err(ApiError::Refused {
+                code: "csrf",
+                message: "A change made with a browser session needs the session's CSRF token in the X-CSRF-Token header.".into(),
+            });
+        }
+    }
+    // Recorded at a tenth of the idle timeout (at most once a minute): accurate enough for the
+    // timeout, and no write on every request.
+    if now - session.last_seen_at > (idle_ms / 10).min(60_000) {
+        app.store.touch_session(&hash, now).await?;
+    }
+    let user = active_user(app, session.user_id).await?;
+    record(parts.extensions.get::<AuthSlot>(), &user.username, "cookie");
+    Ok(Some(AuthUser {
+        actor: actor(&user, Scopes::ALL, has_second_factor(app, &user).await?),
+        user,
+        session: Some(hash),
+        cookie: true,
+    }))
+}
+
+fn expired() -> ApiError {
+    ApiError::Unauthenticated {
+        code: "auth.session_expired",
+        message: "The session has ended (signed out, timed out, or never existed); sign in again."
+            .into(),
+    }
 }
 
 async fn active_user(app: &App, id: i64) -> Result<UserRow, ApiError> {

@@ -37,6 +37,15 @@ pub enum ApiError {
         /// The verb that was refused.
         verb: &'static str,
     },
+    /// 403 for a reason other than authorization: a missing or wrong CSRF token (`csrf`), a
+    /// required second factor not enrolled yet, a closed sign-up, a forced password reset.
+    #[error("{message}")]
+    Refused {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation.
+        message: String,
+    },
     /// 404.
     #[error("not found")]
     NotFound,
@@ -128,6 +137,7 @@ impl ApiError {
                 "auth.forbidden",
                 format!("You are not allowed to perform {verb}."),
             ),
+            ApiError::Refused { code, message } => (StatusCode::FORBIDDEN, code, message.clone()),
             ApiError::NotFound => (
                 StatusCode::NOT_FOUND,
                 "not_found",

@@ -16,6 +16,7 @@ pub mod forms;
 pub mod intake_journal;
 pub mod keyfile;
 pub mod keyring;
+pub mod lifecycle;
 pub mod model;
 pub mod open;
 pub mod postgres;
@@ -38,6 +39,7 @@ pub use forms::{
     AppUserRow, Counts, FormAttachmentRow, FormDefMeta, FormDefRow, FormRow, FormStore, NewFormDef,
 };
 pub use keyring::Keyring;
+pub use lifecycle::{InviteRow, LifecycleStore, NewInvite, PasswordResetRow};
 pub use model::{DataKeyRow, NewProject, NewUser, ProjectRow, UserRow, now_ms};
 pub use open::{MasterKeySource, Opened, StorageSettings, open};
 pub use project_keys::{KeyedDef, ProjectKeyRow, ProjectKeyStore};
@@ -82,6 +84,7 @@ pub trait Store:
     + ThrottleStore
     + TwoFactorStore
     + ProjectKeyStore
+    + LifecycleStore
     + Send
     + Sync
     + 'static

@@ -27,6 +27,11 @@ pub struct UserRow {
     pub active: bool,
     /// Creation time.
     pub created_at: i64,
+    /// Password sign-in is refused until a new password is set (reset link or change route).
+    pub must_reset_password: bool,
+    /// An administrator requires a second factor: until one is enrolled the account reaches
+    /// nothing but enrolment and sign-out.
+    pub require_2fa: bool,
 }
 
 impl UserRow {
@@ -59,6 +64,9 @@ pub struct NewUser {
     pub superuser: bool,
     /// False for an account imported as inactive.
     pub active: bool,
+    /// Password sign-in refused until a new password is set (imported hashes that cannot be
+    /// checked, or an administrator's decision).
+    pub must_reset_password: bool,
 }
 
 /// A data key as stored: wrapped under the master key, bound to its id.

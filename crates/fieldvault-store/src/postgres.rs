@@ -52,3 +52,4 @@ use crate::sql::to_state;
 crate::sql::two_factor_store_impl!(PgStore);
 crate::sql::project_key_store_impl!(PgStore, "BEGIN");
 crate::sql::data_store_impl!(PgStore, "BEGIN");
+crate::sql::lifecycle_store_impl!(PgStore, "BEGIN");

@@ -91,3 +91,4 @@ use crate::sql::to_state;
 crate::sql::two_factor_store_impl!(SqliteStore);
 crate::sql::project_key_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
 crate::sql::data_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
+crate::sql::lifecycle_store_impl!(SqliteStore, "BEGIN IMMEDIATE");

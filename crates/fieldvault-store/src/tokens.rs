@@ -16,8 +16,12 @@ pub struct SessionRow {
     pub token_hash: Vec<u8>,
     /// Creation time.
     pub created_at: i64,
-    /// Expiry time.
+    /// Expiry time (the absolute timeout).
     pub expires_at: i64,
+    /// A browser session carried in a cookie (idle timeout and CSRF apply), not a bearer token.
+    pub cookie: bool,
+    /// Last request seen with this session (for the idle timeout), updated coarsely.
+    pub last_seen_at: i64,
 }
 
 impl std::fmt::Debug for SessionRow {

@@ -35,6 +35,7 @@ fn user(name: &str) -> NewUser {
         password_hash: "pbkdf2_sha256$1000$salt$aGFzaA==".into(),
         superuser: false,
         active: true,
+        must_reset_password: false,
     }
 }
 
@@ -454,6 +455,8 @@ async fn suite_sqlite() {
     suite(settings(&dir.path().join("data"), None)).await;
     let dir = tempfile::tempdir().unwrap();
     forms_and_submissions(settings(&dir.path().join("data"), None)).await;
+    let dir = tempfile::tempdir().unwrap();
+    lifecycle(settings(&dir.path().join("data"), None)).await;
 }
 
 #[tokio::test]
@@ -468,6 +471,12 @@ async fn suite_postgres() {
         return;
     };
     forms_and_submissions(settings(dir.path(), Some(&db.url))).await;
+    db.drop_db().await;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    lifecycle(settings(dir.path(), Some(&db.url))).await;
     db.drop_db().await;
 }
 
@@ -1642,4 +1651,342 @@ async fn submission_data(settings: StorageSettings) {
         .await
         .unwrap();
     assert!(matches!(r.outcomes[0], IngestOutcome::Created { .. }));
+}
+
+/// Account lifecycle: invites, reset links, flags, browser sessions, account deletion.
+async fn lifecycle(settings: StorageSettings) {
+    use fieldvault_store::NewInvite;
+    let opened = open(&settings, true).await.unwrap();
+    let store = opened.store.clone();
+    let keyring = opened.keyring.clone();
+    let now = fieldvault_store::now_ms();
+
+    // Invites: single use, expiring, and a taken username leaves the invite unused.
+    let taken = store.create_user(&user("taken")).await.unwrap();
+    assert!(!taken.must_reset_password && !taken.require_2fa);
+    let inv = store
+        .create_invite(&NewInvite {
+            token_hash: vec![1; 32],
+            created_by: Some(taken.user_id()),
+            expires_at: now + 60_000,
+            username: Some("fixed".into()),
+            email: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(inv.username.as_deref(), Some("fixed"));
+    assert!(store.invite_by_hash(&[2; 32], now).await.unwrap().is_none());
+    assert!(
+        store
+            .invite_by_hash(&[1; 32], now + 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let found = store.invite_by_hash(&[1; 32], now).await.unwrap().unwrap();
+    assert_eq!(found.id, inv.id);
+    assert!(matches!(
+        store
+            .create_user_with_invite(inv.id, now, &user("taken"))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(store.invite_by_hash(&[1; 32], now).await.unwrap().is_some());
+    let mut nu = user("fixed");
+    nu.must_reset_password = true;
+    let fixed = store
+        .create_user_with_invite(inv.id, now, &nu)
+        .await
+        .unwrap();
+    assert!(fixed.must_reset_password);
+    assert!(store.invite_by_hash(&[1; 32], now).await.unwrap().is_none());
+    assert!(matches!(
+        store
+            .create_user_with_invite(inv.id, now, &user("again"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let late = store
+        .create_invite(&NewInvite {
+            token_hash: vec![3; 32],
+            created_by: None,
+            expires_at: now - 1,
+            username: None,
+            email: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_user_with_invite(late.id, now, &user("late"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.user_by_username("late").await.unwrap().is_none());
+
+    // Reset links: single use, expiring; using one sets the hash, clears the flag, voids the
+    // others and ends every session.
+    store
+        .create_session(fixed.id, &[10; 32], now + 60_000)
+        .await
+        .unwrap();
+    let r1 = store
+        .create_password_reset(
+            fixed.user_id(),
+            &[11; 32],
+            Some(taken.user_id()),
+            now + 60_000,
+        )
+        .await
+        .unwrap();
+    store
+        .create_password_reset(fixed.user_id(), &[12; 32], None, now + 60_000)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .password_reset_by_hash(&[11; 32], now + 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .password_reset_by_hash(&[11; 32], now)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        r1.id
+    );
+    let who = store
+        .complete_password_reset(r1.id, now, "new-hash")
+        .await
+        .unwrap();
+    assert_eq!(who, fixed.user_id());
+    let after = store.user_by_id(fixed.user_id()).await.unwrap().unwrap();
+    assert_eq!(after.password_hash, "new-hash");
+    assert!(!after.must_reset_password);
+    assert!(
+        store
+            .session_by_hash(&[10; 32], now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        store.complete_password_reset(r1.id, now, "again").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .password_reset_by_hash(&[12; 32], now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Forced reset ends sessions; a change keeps only the caller's session.
+    store
+        .create_session(fixed.id, &[13; 32], now + 60_000)
+        .await
+        .unwrap();
+    store
+        .set_must_reset_password(fixed.user_id(), true)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .session_by_hash(&[13; 32], now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .user_by_id(fixed.user_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .must_reset_password
+    );
+    store
+        .create_session(fixed.id, &[14; 32], now + 60_000)
+        .await
+        .unwrap();
+    store
+        .create_session(fixed.id, &[15; 32], now + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .change_password(fixed.user_id(), "h2", Some(&[14; 32]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        store
+            .session_by_hash(&[14; 32], now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .session_by_hash(&[15; 32], now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let after = store.user_by_id(fixed.user_id()).await.unwrap().unwrap();
+    assert!(!after.must_reset_password && after.password_hash == "h2");
+    store.set_require_2fa(fixed.user_id(), true).await.unwrap();
+    assert!(
+        store
+            .user_by_id(fixed.user_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .require_2fa
+    );
+    assert!(matches!(
+        store.set_require_2fa(UserId(9999), true).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Browser sessions carry the cookie flag and a last-seen time that only moves forward.
+    let b = store
+        .create_browser_session(fixed.id, &[16; 32], now + 60_000)
+        .await
+        .unwrap();
+    assert!(b.cookie && b.last_seen_at >= now);
+    store
+        .touch_session(&[16; 32], b.last_seen_at + 5_000)
+        .await
+        .unwrap();
+    store
+        .touch_session(&[16; 32], b.last_seen_at + 1_000)
+        .await
+        .unwrap();
+    let s = store
+        .session_by_hash(&[16; 32], now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.last_seen_at, b.last_seen_at + 5_000);
+    let bearer = store
+        .create_session(fixed.id, &[17; 32], now + 60_000)
+        .await
+        .unwrap();
+    assert!(!bearer.cookie);
+
+    // Account deletion: the sole-managed project goes with its data key; a shared one stays.
+    assert_eq!(store.count_active_superusers().await.unwrap(), 0);
+    let mut admin = user("root");
+    admin.superuser = true;
+    store.create_user(&admin).await.unwrap();
+    assert_eq!(store.count_active_superusers().await.unwrap(), 1);
+    let (dk1, _) = keyring.new_data_key().unwrap();
+    let solo = store
+        .create_project(
+            &NewProject {
+                name: "solo".into(),
+                description: None,
+                created_by: Some(fixed.user_id()),
+            },
+            &dk1,
+        )
+        .await
+        .unwrap();
+    let (dk2, _) = keyring.new_data_key().unwrap();
+    let shared = store
+        .create_project(
+            &NewProject {
+                name: "shared".into(),
+                description: None,
+                created_by: Some(fixed.user_id()),
+            },
+            &dk2,
+        )
+        .await
+        .unwrap();
+    store
+        .set_project_role(solo.project_id(), fixed.user_id(), "manager")
+        .await
+        .unwrap();
+    store
+        .set_project_role(shared.project_id(), fixed.user_id(), "manager")
+        .await
+        .unwrap();
+    store
+        .set_project_role(shared.project_id(), taken.user_id(), "manager")
+        .await
+        .unwrap();
+    let sole = store.sole_managed_projects(fixed.user_id()).await.unwrap();
+    assert_eq!(sole.iter().map(|p| p.id).collect::<Vec<_>>(), vec![solo.id]);
+    store
+        .create_api_token(fixed.id, "t", &[18; 32], "data:read", None)
+        .await
+        .unwrap();
+    let gone = store.delete_account(fixed.user_id(), now).await.unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].data_key_id.as_deref(), Some(dk1.id.as_str()));
+    assert!(store.data_key(&dk1.id).await.unwrap().is_none());
+    assert!(store.data_key(&dk2.id).await.unwrap().is_some());
+    let solo_after = store.project(solo.project_id()).await.unwrap().unwrap();
+    assert!(solo_after.deleted_at.is_some() && solo_after.data_key_id.is_none());
+    assert!(
+        store
+            .project(shared.project_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted_at
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .project_role(shared.project_id(), fixed.user_id())
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .session_by_hash(&[16; 32], now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .api_token_by_hash(&[18; 32], now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let row = store.user_by_id(fixed.user_id()).await.unwrap().unwrap();
+    assert!(!row.active && row.email.is_none() && row.username.starts_with("deleted:"));
+    assert!(store.user_by_username("fixed").await.unwrap().is_none());
+    // A deleted account cannot be reactivated, deleted again, or given a password.
+    assert!(matches!(
+        store.set_user_active(fixed.user_id(), true).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_account(fixed.user_id(), now).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.change_password(fixed.user_id(), "x", None).await,
+        Err(StoreError::NotFound)
+    ));
+    // With its co-manager gone, the shared project is now sole-managed by the other account.
+    let sole = store.sole_managed_projects(taken.user_id()).await.unwrap();
+    assert_eq!(
+        sole.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![shared.id]
+    );
+    store.close().await;
 }

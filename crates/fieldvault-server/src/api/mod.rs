@@ -1,6 +1,7 @@
 //! The native JSON API under `/v1`, shaped like ODK Central's (specs/central-api.md) so Central's
 //! clients and habits carry over. Each module owns its routes; `routes()` merges them.
 
+pub mod accounts;
 pub mod app_users;
 pub mod audits;
 pub mod data;
@@ -24,4 +25,5 @@ pub fn routes() -> Router<App> {
         .merge(sessions::routes())
         .merge(audits::routes())
         .merge(data::routes())
+        .merge(accounts::routes())
 }

@@ -1,8 +1,9 @@
 //! Moving users over from KoboToolbox (M1): accounts exported from its Django `auth_user` table
 //! keep their PBKDF2 password hashes, so people sign in with the passwords they already have (and
 //! get a stronger hash at that first sign-in). Hashes in any other format cannot be checked here;
-//! those accounts are created locked, and an operator sets a password (`fieldvault user
-//! set-password`) or the user is sent a reset.
+//! those accounts are created with a forced password reset (sign-in answers
+//! `auth.password_reset_required`), and an operator sets a password (`fieldvault user
+//! set-password`) or an administrator sends a reset link (`POST /v1/admin/users/{id}/password-reset`).
 //!
 //! Export from KoboToolbox's database (the `kobocat`/`kpi` PostgreSQL):
 //! ```sql
@@ -127,6 +128,9 @@ pub async fn import_kobo(
                 },
                 superuser: r.is_superuser,
                 active: r.is_active,
+                // A hash that cannot be checked here: the account signs in only after a reset
+                // link or an operator sets a new password (and says so at sign-in).
+                must_reset_password: !usable,
             })
             .await;
         match created {
@@ -154,7 +158,8 @@ pub async fn import_kobo(
     Ok(report)
 }
 
-/// Sets a user's password (operators and administrators), ending the user's sessions.
+/// Sets a user's password (operators and administrators), ending the user's sessions and
+/// clearing a forced reset.
 pub async fn set_password(
     store: &dyn Store,
     actor: &Actor,
@@ -171,8 +176,8 @@ pub async fn set_password(
         tokio::task::spawn_blocking(move || password::hash(&new, password::DEFAULT_ITERATIONS))
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
-    store.update_password_hash(user.user_id(), &hash).await?;
-    store.delete_user_sessions(user.id).await?;
+    // One transaction: new hash, forced reset cleared, every session ended.
+    store.change_password(user.user_id(), &hash, None).await?;
     super::audit::record(
         store,
         super::audit::actor_name(actor, None),

@@ -1,6 +1,7 @@
 //! Service functions: one per use case, shared by HTTP handlers and the CLI. Each calls
 //! `authorize` before any protected read or write. Nothing here knows about HTTP.
 
+pub mod accounts;
 pub mod app_users;
 pub mod audit;
 pub mod backup;
@@ -42,6 +43,17 @@ pub enum ServiceError {
     SecondFactor {
         /// True when no code was given.
         required: bool,
+    },
+    /// The password is right but must be replaced first (forced reset).
+    #[error("password reset required")]
+    PasswordResetRequired,
+    /// Refused for a reason that is not authorization (code + message), answered 403.
+    #[error("{message}")]
+    Refused {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation for a human.
+        message: String,
     },
     /// Too many attempts; retry after the given time.
     #[error("too many attempts")]
@@ -133,6 +145,11 @@ impl From<ServiceError> for ApiError {
                     "The two-factor code is wrong, expired or already used.".into()
                 },
             },
+            ServiceError::PasswordResetRequired => ApiError::Refused {
+                code: "auth.password_reset_required",
+                message: "This account must set a new password first: use a password-reset link from an administrator, or POST /v1/users/current/password with the current password.".into(),
+            },
+            ServiceError::Refused { code, message } => ApiError::Refused { code, message },
             ServiceError::RateLimited { retry_after_ms } => ApiError::RateLimited {
                 retry_after_secs: u64::try_from((retry_after_ms + 999) / 1000)
                     .unwrap_or(1)

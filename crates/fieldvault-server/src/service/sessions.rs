@@ -29,7 +29,7 @@ pub struct NewSession {
     pub token: SecretString,
 }
 
-/// Signs in with a username (or e-mail) and password.
+/// Signs in with a username (or e-mail) and password for a bearer token.
 pub async fn create(
     app: &App,
     login: &str,
@@ -37,26 +37,7 @@ pub async fn create(
     code: Option<&str>,
     client_ip: &str,
 ) -> Result<NewSession, ServiceError> {
-    if login.trim().is_empty() || password.expose().is_empty() {
-        return Err(ServiceError::Invalid {
-            code: "auth.missing_fields",
-            message: "Both email (or username) and password are required.".into(),
-        });
-    }
-    let Some(user) =
-        super::users::login(app.store.as_ref(), login.trim(), password, client_ip).await?
-    else {
-        super::audit::record(
-            app.store.as_ref(),
-            "anonymous".into(),
-            "user.session.fail",
-            None,
-            serde_json::json!({ "login": login.trim().chars().take(150).collect::<String>() }),
-        )
-        .await?;
-        return Err(ServiceError::BadCredentials);
-    };
-    super::two_factor::check(app, &user, code).await?;
+    let user = sign_in(app, login, password, code, client_ip).await?;
     let token = format!("{SESSION_PREFIX}{}", random::token(TOKEN_BYTES)?);
     let row = app
         .store
@@ -80,6 +61,98 @@ pub async fn create(
     })
 }
 
+/// A new browser session: the cookie value and the CSRF token the page sends back in
+/// `X-CSRF-Token` with every state-changing request.
+pub struct NewBrowserSession {
+    /// The stored row.
+    pub row: SessionRow,
+    /// The cookie value (never in a response body).
+    pub token: SecretString,
+    /// The CSRF token bound to this session.
+    pub csrf: String,
+}
+
+/// Signs in for a browser session carried in a cookie. A session presented by the browser at
+/// sign-in (`replaced`) is ended: each sign-in gets a new id (no session fixation).
+pub async fn create_browser(
+    app: &App,
+    login: &str,
+    password: SecretString,
+    code: Option<&str>,
+    client_ip: &str,
+    replaced: Option<&str>,
+) -> Result<NewBrowserSession, ServiceError> {
+    let user = sign_in(app, login, password, code, client_ip).await?;
+    if let Some(old) = replaced {
+        app.store
+            .delete_session(&mac::sha256(old.as_bytes()))
+            .await?;
+    }
+    let token = format!("{SESSION_PREFIX}{}", random::token(TOKEN_BYTES)?);
+    let lifetime = i64::try_from(app.config.session_absolute_timeout_secs)
+        .unwrap_or(i64::MAX / 2_000)
+        .saturating_mul(1000);
+    let row = app
+        .store
+        .create_browser_session(user.id, &mac::sha256(token.as_bytes()), now_ms() + lifetime)
+        .await?;
+    super::audit::record(
+        app.store.as_ref(),
+        format!("user:{}", user.username),
+        "user.session.create",
+        None,
+        serde_json::json!({ "cookie": true }),
+    )
+    .await?;
+    let csrf = csrf_token(app, &token).await?;
+    Ok(NewBrowserSession {
+        row,
+        token: SecretString::new(token),
+        csrf,
+    })
+}
+
+/// The CSRF token of a browser session: an HMAC of the session token under the site key, so it
+/// is bound to the session, needs no storage, and cannot be computed from anything a page on
+/// another origin can read (the cookie is HttpOnly and the site key never leaves the server).
+pub async fn csrf_token(app: &App, session_token: &str) -> Result<String, ServiceError> {
+    use base64::Engine as _;
+    let key = app.keyring.site_key().await?;
+    let mac = mac::hmac_sha256(&key, &[b"fieldvault csrf v1", session_token.as_bytes()]);
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac))
+}
+
+/// Checks the password (throttled), the forced-reset flag and the second factor.
+async fn sign_in(
+    app: &App,
+    login: &str,
+    password: SecretString,
+    code: Option<&str>,
+    client_ip: &str,
+) -> Result<UserRow, ServiceError> {
+    if login.trim().is_empty() || password.expose().is_empty() {
+        return Err(ServiceError::Invalid {
+            code: "auth.missing_fields",
+            message: "Both email (or username) and password are required.".into(),
+        });
+    }
+    let Some(user) =
+        super::users::login(app.store.as_ref(), login.trim(), password, client_ip).await?
+    else {
+        super::audit::record(
+            app.store.as_ref(),
+            "anonymous".into(),
+            "user.session.fail",
+            None,
+            serde_json::json!({ "login": login.trim().chars().take(150).collect::<String>() }),
+        )
+        .await?;
+        return Err(ServiceError::BadCredentials);
+    };
+    super::two_factor::check(app, &user, code).await?;
+    Ok(user)
+}
+
 /// Ends the session with this token. Only its owner may end it (anyone else learns nothing).
 pub async fn end(app: &App, caller: &UserRow, token: &str) -> Result<(), ServiceError> {
     let hash = mac::sha256(token.as_bytes());
@@ -94,9 +167,18 @@ pub async fn end(app: &App, caller: &UserRow, token: &str) -> Result<(), Service
     }
 }
 
-/// Ends every session of the caller ("log out everywhere").
+/// Ends every session of the caller, bearer and browser alike ("log out everywhere").
 pub async fn end_all(app: &App, caller: &UserRow) -> Result<u64, ServiceError> {
-    Ok(app.store.delete_user_sessions(caller.id).await?)
+    let n = app.store.delete_user_sessions(caller.id).await?;
+    super::audit::record(
+        app.store.as_ref(),
+        format!("user:{}", caller.username),
+        "user.session.end_all",
+        None,
+        serde_json::json!({ "ended": n }),
+    )
+    .await?;
+    Ok(n)
 }
 
 /// A new API token (shown once).

@@ -46,6 +46,17 @@ async fn secret(
     Ok(Some((row, plain)))
 }
 
+/// The `otpauth://` URL as a QR code (SVG, 4 px modules with the standard quiet zone) for the
+/// enrolment page to show; authenticator apps scan it.
+pub fn qr_svg(url: &str) -> Result<String, ServiceError> {
+    let code = qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|e| ServiceError::Internal(format!("QR code: {e}")))?;
+    Ok(code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .module_dimensions(4, 4)
+        .build())
+}
+
 /// Confirms enrolment with a current code; returns the recovery codes (shown once).
 pub async fn confirm(app: &App, user: &UserRow, code: &str) -> Result<Vec<String>, ServiceError> {
     let Some((row, secret)) = secret(app, user).await? else {

@@ -48,6 +48,7 @@ pub async fn create(
             password_hash: hash,
             superuser: new.superuser,
             active: true,
+            must_reset_password: false,
         })
         .await
     {
@@ -85,7 +86,9 @@ pub async fn verify_password_cached(
 ) -> Result<Option<UserRow>, ServiceError> {
     if let Some((user_id, hash)) = cache.lookup(username, &password) {
         match store.user_by_id(fieldvault_core::UserId(user_id)).await? {
-            Some(u) if u.active && u.password_hash == hash => return Ok(Some(u)),
+            Some(u) if u.active && u.password_hash == hash && !u.must_reset_password => {
+                return Ok(Some(u));
+            }
             _ => cache.remove(username, &password),
         }
     }
@@ -96,10 +99,35 @@ pub async fn verify_password_cached(
     Ok(user)
 }
 
+/// Signs in with a password: [`check_credentials`], then refuses an account whose password must
+/// be replaced first (`PasswordResetRequired`, a distinct answer). An account whose stored hash
+/// cannot be checked at all (imported from KoboToolbox in another format) gets that answer for
+/// any password, since no password will ever work for it and the person needs to know why.
+pub async fn login(
+    store: &dyn Store,
+    username: &str,
+    password: SecretString,
+    client_ip: &str,
+) -> Result<Option<UserRow>, ServiceError> {
+    if let Some(u) = store.user_by_username(username).await?
+        && u.active
+        && u.must_reset_password
+        && u.password_hash == super::import::RESET_REQUIRED
+    {
+        return Err(ServiceError::PasswordResetRequired);
+    }
+    let user = check_credentials(store, username, password, client_ip).await?;
+    if user.as_ref().is_some_and(|u| u.must_reset_password) {
+        return Err(ServiceError::PasswordResetRequired);
+    }
+    Ok(user)
+}
+
 /// Checks a password under login throttling (`core::softlock`, M4): refused with
 /// `RateLimited` while the (account, address) pair or the address is locked; each failure counts
 /// against both; a success clears the pair. Every instance sharing the database shares the counts.
-pub async fn login(
+/// Does not look at the forced-reset flag (the password change route needs exactly this check).
+pub async fn check_credentials(
     store: &dyn Store,
     username: &str,
     password: SecretString,

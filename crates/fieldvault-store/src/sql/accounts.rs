@@ -1,5 +1,12 @@
 //! Accounts, projects, data keys and metadata.
 
+/// Column list of `users` (the fields of [`crate::UserRow`]).
+macro_rules! user_cols {
+    () => {
+        "id, username, email, password_hash, superuser, active, created_at, must_reset_password, require_2fa"
+    };
+}
+
 /// Implements [`crate::Store`] for `$store`, whose `pool` field is a `sqlx::Pool` of `$db`.
 macro_rules! shared_store_impl {
     ($store:ty, $backend:expr) => {
@@ -46,9 +53,8 @@ macro_rules! shared_store_impl {
                 new: &$crate::NewUser,
             ) -> Result<$crate::UserRow, $crate::StoreError> {
                 Ok(sqlx::query_as(
-                    "INSERT INTO users (username, email, password_hash, superuser, active, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
-                     RETURNING id, username, email, password_hash, superuser, active, created_at",
+                    concat!("INSERT INTO users (username, email, password_hash, superuser, active, created_at, must_reset_password) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ", $crate::sql::user_cols!()),
                 )
                 .bind(&new.username)
                 .bind(&new.email)
@@ -56,12 +62,13 @@ macro_rules! shared_store_impl {
                 .bind(new.superuser)
                 .bind(new.active)
                 .bind($crate::now_ms())
+                .bind(new.must_reset_password)
                 .fetch_one(&self.pool)
                 .await?)
             }
 
             async fn set_user_active(&self, id: fieldvault_core::UserId, active: bool) -> Result<(), $crate::StoreError> {
-                let done = sqlx::query("UPDATE users SET active = $1 WHERE id = $2")
+                let done = sqlx::query("UPDATE users SET active = $1 WHERE id = $2 AND deleted_at IS NULL")
                     .bind(active)
                     .bind(id.0)
                     .execute(&self.pool)
@@ -88,10 +95,9 @@ macro_rules! shared_store_impl {
                 &self,
                 username: &str,
             ) -> Result<Option<$crate::UserRow>, $crate::StoreError> {
-                Ok(sqlx::query_as(
-                    "SELECT id, username, email, password_hash, superuser, active, created_at \
-                     FROM users WHERE lower(username) = lower($1)",
-                )
+                Ok(sqlx::query_as(concat!(
+                    "SELECT ", $crate::sql::user_cols!(), " FROM users WHERE lower(username) = lower($1)"
+                ))
                 .bind(username)
                 .fetch_optional(&self.pool)
                 .await?)
@@ -101,10 +107,9 @@ macro_rules! shared_store_impl {
                 &self,
                 id: fieldvault_core::UserId,
             ) -> Result<Option<$crate::UserRow>, $crate::StoreError> {
-                Ok(sqlx::query_as(
-                    "SELECT id, username, email, password_hash, superuser, active, created_at \
-                     FROM users WHERE id = $1",
-                )
+                Ok(sqlx::query_as(concat!(
+                    "SELECT ", $crate::sql::user_cols!(), " FROM users WHERE id = $1"
+                ))
                 .bind(id.0)
                 .fetch_optional(&self.pool)
                 .await?)
@@ -268,4 +273,4 @@ macro_rules! shared_store_impl {
     };
 }
 
-pub(crate) use shared_store_impl;
+pub(crate) use {shared_store_impl, user_cols};

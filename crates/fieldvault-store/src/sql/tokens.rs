@@ -7,6 +7,13 @@ macro_rules! api_token_cols {
     };
 }
 
+/// Column list of `sessions`.
+macro_rules! session_cols {
+    () => {
+        "id, user_id, token_hash, created_at, expires_at, cookie, last_seen_at"
+    };
+}
+
 /// Implements [`crate::TokenStore`] for `$store`.
 macro_rules! token_store_impl {
     ($store:ty) => {
@@ -18,13 +25,15 @@ macro_rules! token_store_impl {
                 token_hash: &[u8],
                 expires_at: i64,
             ) -> Result<$crate::tokens::SessionRow, $crate::StoreError> {
-                Ok(sqlx::query_as(
-                    "INSERT INTO sessions (user_id, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4) \
-                     RETURNING id, user_id, token_hash, created_at, expires_at",
-                )
+                let now = $crate::now_ms();
+                Ok(sqlx::query_as(concat!(
+                    "INSERT INTO sessions (user_id, token_hash, created_at, expires_at, last_seen_at) \
+                     VALUES ($1, $2, $3, $4, $3) RETURNING ",
+                    $crate::sql::session_cols!()
+                ))
                 .bind(user_id)
                 .bind(token_hash)
-                .bind($crate::now_ms())
+                .bind(now)
                 .bind(expires_at)
                 .fetch_one(&self.pool)
                 .await?)
@@ -35,10 +44,11 @@ macro_rules! token_store_impl {
                 token_hash: &[u8],
                 now: i64,
             ) -> Result<Option<$crate::tokens::SessionRow>, $crate::StoreError> {
-                Ok(sqlx::query_as(
-                    "SELECT id, user_id, token_hash, created_at, expires_at FROM sessions \
-                     WHERE token_hash = $1 AND expires_at > $2",
-                )
+                Ok(sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::sql::session_cols!(),
+                    " FROM sessions WHERE token_hash = $1 AND expires_at > $2"
+                ))
                 .bind(token_hash)
                 .bind(now)
                 .fetch_optional(&self.pool)
@@ -140,4 +150,4 @@ macro_rules! token_store_impl {
     };
 }
 
-pub(crate) use {api_token_cols, token_store_impl};
+pub(crate) use {api_token_cols, session_cols, token_store_impl};

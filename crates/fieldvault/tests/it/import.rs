@@ -84,8 +84,8 @@ async fn kobo_users_sign_in_with_their_passwords() {
     );
     assert_eq!(
         login("root", "anything-at-all").await,
-        401,
-        "unsupported hash: locked"
+        403,
+        "unsupported hash: locked behind a forced reset (auth.password_reset_required)"
     );
 
     // The weak imported hash was replaced at sign-in by one at the current cost.

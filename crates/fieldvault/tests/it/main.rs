@@ -3,10 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod account_delete;
+mod accounts_util;
 mod api_projects;
 mod audit;
 mod authz_matrix;
 mod backup;
+mod browser_sessions;
 mod data;
 mod degraded;
 mod encrypted;
@@ -15,8 +18,11 @@ mod import;
 mod keys;
 mod odk_cli;
 mod openrosa;
+mod passwords;
 mod project_key;
 mod serve;
+mod signup;
 mod startup_errors;
 mod tls;
 mod tokens;
+mod two_factor_admin;
