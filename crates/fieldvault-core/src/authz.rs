@@ -105,7 +105,9 @@ impl Scopes {
     pub fn required_for(verb: Verb) -> Scopes {
         match verb {
             Verb::ProjectRead | Verb::FormRead | Verb::SubmissionRead => Scopes::READ_DATA,
-            Verb::SubmissionCreate => Scopes::WRITE_DATA,
+            Verb::SubmissionCreate | Verb::SubmissionUpdate | Verb::SubmissionDelete => {
+                Scopes::WRITE_DATA
+            }
             Verb::ProjectCreate
             | Verb::ProjectUpdate
             | Verb::ProjectDelete
@@ -181,6 +183,10 @@ pub enum Verb {
     SubmissionCreate,
     /// Read submissions and their attachments.
     SubmissionRead,
+    /// Change submissions: edit values (a new version), set validation statuses.
+    SubmissionUpdate,
+    /// Delete submissions and redact (irreversibly replace) their values.
+    SubmissionDelete,
     /// Create, list and revoke collectors (app users) and their form assignments.
     AppUserManage,
     /// Re-wrap every data key under a new master key.
@@ -203,6 +209,8 @@ impl Verb {
         Verb::FormRead,
         Verb::SubmissionCreate,
         Verb::SubmissionRead,
+        Verb::SubmissionUpdate,
+        Verb::SubmissionDelete,
         Verb::AppUserManage,
         Verb::KeysRotate,
         Verb::ConfigRead,
@@ -222,6 +230,8 @@ impl Verb {
             Verb::FormRead => "form.read",
             Verb::SubmissionCreate => "submission.create",
             Verb::SubmissionRead => "submission.read",
+            Verb::SubmissionUpdate => "submission.update",
+            Verb::SubmissionDelete => "submission.delete",
             Verb::AppUserManage => "app_user.manage",
             Verb::KeysRotate => "keys.rotate",
             Verb::ConfigRead => "config.read",
@@ -441,6 +451,8 @@ mod tests {
                     FormRead,
                     SubmissionCreate,
                     SubmissionRead,
+                    SubmissionUpdate,
+                    SubmissionDelete,
                     AppUserManage,
                     ProjectCreate,
                 ],

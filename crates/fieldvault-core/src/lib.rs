@@ -7,6 +7,7 @@ pub mod authz;
 pub mod error;
 pub mod flatten;
 pub mod ids;
+pub mod kobo_query;
 pub mod password_policy;
 pub mod schema;
 pub mod softlock;
@@ -14,6 +15,7 @@ pub mod submission;
 pub mod xform;
 pub mod xform_rewrite;
 mod xml;
+pub mod xml_edit;
 
 pub use authz::{Actor, Resource, Scopes, Verb, authorize};
 pub use error::CoreError;
