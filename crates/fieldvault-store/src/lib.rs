@@ -15,6 +15,7 @@ pub mod forms;
 pub mod intake_journal;
 pub mod keyfile;
 pub mod keyring;
+pub mod kobo;
 pub mod model;
 pub mod open;
 pub mod postgres;
@@ -36,6 +37,7 @@ pub use forms::{
     AppUserRow, Counts, FormAttachmentRow, FormDefMeta, FormDefRow, FormRow, FormStore, NewFormDef,
 };
 pub use keyring::Keyring;
+pub use kobo::{KoboExportRow, KoboRecord, KoboStore, NewKoboExport, VersionRewrite};
 pub use model::{DataKeyRow, NewProject, NewUser, ProjectRow, UserRow, now_ms};
 pub use open::{MasterKeySource, Opened, StorageSettings, open};
 pub use project_keys::{KeyedDef, ProjectKeyRow, ProjectKeyStore};
@@ -74,6 +76,7 @@ pub type Rewrap<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + Send 
 pub trait Store:
     FormStore
     + SubmissionStore
+    + KoboStore
     + TokenStore
     + AuditStore
     + ThrottleStore

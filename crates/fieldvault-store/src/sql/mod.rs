@@ -10,6 +10,7 @@
 mod accounts;
 mod audit;
 mod forms;
+mod kobo;
 mod project_keys;
 mod submissions;
 mod throttle;
@@ -19,6 +20,7 @@ mod two_factor;
 pub(crate) use accounts::shared_store_impl;
 pub(crate) use audit::audit_store_impl;
 pub(crate) use forms::{app_user_cols, def_cols, form_cols, form_store_impl};
+pub(crate) use kobo::{kobo_export_cols, kobo_record_select, kobo_store_impl};
 pub(crate) use project_keys::project_key_store_impl;
 pub(crate) use submissions::{submission_cols, submission_store_impl, version_cols};
 pub(crate) use throttle::{throttle_store_impl, to_state};
