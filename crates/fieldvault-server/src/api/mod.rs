@@ -5,8 +5,10 @@ pub mod app_users;
 pub mod audits;
 pub mod forms;
 pub mod json;
+pub mod kobo_v2;
 pub mod project_key;
 pub mod projects;
+pub mod redactions;
 pub mod sessions;
 
 use axum::Router;
@@ -22,4 +24,6 @@ pub fn routes() -> Router<App> {
         .merge(app_users::routes())
         .merge(sessions::routes())
         .merge(audits::routes())
+        .merge(redactions::routes())
+        .merge(kobo_v2::routes())
 }

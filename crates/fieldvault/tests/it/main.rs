@@ -12,6 +12,7 @@ mod encrypted;
 mod harness;
 mod import;
 mod keys;
+mod kobo_api;
 mod odk_cli;
 mod openrosa;
 mod project_key;
