@@ -167,13 +167,17 @@ fn parse_object(m: &Map<String, Value>, depth: usize, b: &mut Budget) -> Result<
                     return Err(QueryError::Invalid(format!("{key} needs an array")));
                 };
                 if items.is_empty() {
-                    return Err(QueryError::Invalid(format!("{key} needs a non-empty array")));
+                    return Err(QueryError::Invalid(format!(
+                        "{key} needs a non-empty array"
+                    )));
                 }
                 let subs = items
                     .iter()
                     .map(|item| match item {
                         Value::Object(o) => parse_object(o, depth + 1, b),
-                        _ => Err(QueryError::Invalid(format!("{key} needs an array of objects"))),
+                        _ => Err(QueryError::Invalid(format!(
+                            "{key} needs an array of objects"
+                        ))),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 match key.as_str() {
@@ -209,7 +213,11 @@ fn parse_field(value: &Value, depth: usize, b: &mut Budget) -> Result<Vec<Cond>,
     }
 }
 
-fn parse_ops(ops: &Map<String, Value>, depth: usize, b: &mut Budget) -> Result<Vec<Cond>, QueryError> {
+fn parse_ops(
+    ops: &Map<String, Value>,
+    depth: usize,
+    b: &mut Budget,
+) -> Result<Vec<Cond>, QueryError> {
     if depth > MAX_DEPTH {
         return Err(QueryError::TooLarge(format!(
             "nested more than {MAX_DEPTH} levels"
@@ -241,14 +249,18 @@ fn parse_ops(ops: &Map<String, Value>, depth: usize, b: &mut Budget) -> Result<V
             "$regex" => Cond::Regex(regex(arg, options)?),
             "$options" => continue,
             "$not" => match arg {
-                Value::Object(inner) if inner.keys().all(|k| k.starts_with('$')) && !inner.is_empty() => {
+                Value::Object(inner)
+                    if inner.keys().all(|k| k.starts_with('$')) && !inner.is_empty() =>
+                {
                     Cond::Not(parse_ops(inner, depth + 1, b)?)
                 }
                 Value::String(_) => Cond::Not(vec![Cond::Regex(regex(arg, "")?)]),
                 _ => return Err(QueryError::Invalid("$not needs an operator object".into())),
             },
             "$elemMatch" => match arg {
-                Value::Object(inner) => Cond::ElemMatch(Box::new(parse_object(inner, depth + 1, b)?)),
+                Value::Object(inner) => {
+                    Cond::ElemMatch(Box::new(parse_object(inner, depth + 1, b)?))
+                }
                 _ => return Err(QueryError::Invalid("$elemMatch needs an object".into())),
             },
             other => return Err(QueryError::Unsupported(other.to_owned())),
@@ -318,7 +330,9 @@ impl Cond {
             Cond::Eq(want) => value.is_some_and(|v| equal_or_contains(v, want)),
             Cond::Ne(want) => !value.is_some_and(|v| equal_or_contains(v, want)),
             Cond::In(wants) => value.is_some_and(|v| wants.iter().any(|w| equal_or_contains(v, w))),
-            Cond::Nin(wants) => !value.is_some_and(|v| wants.iter().any(|w| equal_or_contains(v, w))),
+            Cond::Nin(wants) => {
+                !value.is_some_and(|v| wants.iter().any(|w| equal_or_contains(v, w)))
+            }
             Cond::Gt(w) => ordered(value, w, |o| o == Ordering::Greater),
             Cond::Gte(w) => ordered(value, w, |o| o != Ordering::Less),
             Cond::Lt(w) => ordered(value, w, |o| o == Ordering::Less),
@@ -533,8 +547,10 @@ mod tests {
 
     #[test]
     fn elem_match_and_all_on_repeats() {
-        let d = doc(json!({"demo": [{"demo/name": "A", "demo/age": "30"}, {"demo/name": "B"}],
-                           "langs": ["en", "fr"]}));
+        let d = doc(
+            json!({"demo": [{"demo/name": "A", "demo/age": "30"}, {"demo/name": "B"}],
+                           "langs": ["en", "fr"]}),
+        );
         assert!(q(r#"{"demo":{"$elemMatch":{"demo/name":"B"}}}"#).matches(&d));
         assert!(!q(r#"{"demo":{"$elemMatch":{"demo/name":"C"}}}"#).matches(&d));
         assert!(q(r#"{"langs":{"$all":["fr","en"]}}"#).matches(&d));
@@ -543,7 +559,10 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(Query::parse_str("not json").unwrap_err(), QueryError::NotJson);
+        assert_eq!(
+            Query::parse_str("not json").unwrap_err(),
+            QueryError::NotJson
+        );
         assert_eq!(Query::parse_str("[1]").unwrap_err(), QueryError::NotJson);
         assert!(matches!(
             Query::parse_str(r#"{"a":{"$eq":"1"}}"#),
@@ -578,8 +597,13 @@ mod tests {
         for _ in 0..(MAX_DEPTH + 2) {
             deep = format!(r#"{{"$and":[{deep}]}}"#);
         }
-        assert!(matches!(Query::parse_str(&deep), Err(QueryError::TooLarge(_))));
-        let many: Vec<String> = (0..=MAX_CONDITIONS).map(|i| format!(r#""k{i}":"v""#)).collect();
+        assert!(matches!(
+            Query::parse_str(&deep),
+            Err(QueryError::TooLarge(_))
+        ));
+        let many: Vec<String> = (0..=MAX_CONDITIONS)
+            .map(|i| format!(r#""k{i}":"v""#))
+            .collect();
         assert!(matches!(
             Query::parse_str(&format!("{{{}}}", many.join(","))),
             Err(QueryError::TooLarge(_))

@@ -7,9 +7,9 @@
 //! same safety rules as the document parser: a byte cap, no DOCTYPE, only predefined entities,
 //! bounded nesting.
 
+use quick_xml::Reader;
 use quick_xml::Writer;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
-use quick_xml::Reader;
 
 use crate::CoreError;
 
@@ -74,9 +74,7 @@ pub fn set_leaves(
 /// `-` or `.`, no prefix.
 fn valid_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
         && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
@@ -122,7 +120,11 @@ fn edit(
                         continue;
                     };
                     let path = path_of(&stack);
-                    let new = if nested { None } else { decide(&path[..], &text) };
+                    let new = if nested {
+                        None
+                    } else {
+                        decide(&path[..], &text)
+                    };
                     stack.pop();
                     match new {
                         Some(value) => {
@@ -142,7 +144,9 @@ fn edit(
                 }
                 Event::Start(_) => *nested = true,
                 Event::Text(t) => text.push_str(&t.decode().map_err(|e| malformed(e.to_string()))?),
-                Event::CData(t) => text.push_str(&t.decode().map_err(|e| malformed(e.to_string()))?),
+                Event::CData(t) => {
+                    text.push_str(&t.decode().map_err(|e| malformed(e.to_string()))?)
+                }
                 Event::GeneralRef(r) => text.push_str(&resolve(r, &malformed)?),
                 Event::DocType(_) => return Err(doctype()),
                 Event::Eof => return Err(malformed("the document ends inside an element".into())),
@@ -217,7 +221,9 @@ fn edit(
         }
     }
     if !stack.is_empty() {
-        return Err(malformed("the document ends before all elements are closed".into()));
+        return Err(malformed(
+            "the document ends before all elements are closed".into(),
+        ));
     }
     Ok(w.into_inner())
 }
@@ -260,7 +266,10 @@ fn path_of(stack: &[Open]) -> Vec<String> {
     stack.iter().skip(1).map(|o| o.name.clone()).collect()
 }
 
-fn local(start: &BytesStart<'_>, malformed: &dyn Fn(String) -> CoreError) -> Result<String, CoreError> {
+fn local(
+    start: &BytesStart<'_>,
+    malformed: &dyn Fn(String) -> CoreError,
+) -> Result<String, CoreError> {
     std::str::from_utf8(start.local_name().as_ref())
         .map(str::to_owned)
         .map_err(|_| malformed("an element name is not UTF-8".into()))
@@ -338,8 +347,14 @@ mod tests {
         )
         .unwrap();
         let out = String::from_utf8(out).unwrap();
-        assert!(out.contains("<grp><age>31</age><note>a&lt;b</note><extra>e</extra></grp>"), "{out}");
-        assert!(out.contains("<newgrp><deep><q>n</q></deep></newgrp>"), "{out}");
+        assert!(
+            out.contains("<grp><age>31</age><note>a&lt;b</note><extra>e</extra></grp>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("<newgrp><deep><q>n</q></deep></newgrp>"),
+            "{out}"
+        );
         assert!(
             out.contains("<orx:meta><orx:instanceID>uuid:2</orx:instanceID><deprecatedID>uuid:1</deprecatedID></orx:meta>"),
             "{out}"

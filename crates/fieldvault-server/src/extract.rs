@@ -181,7 +181,9 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
 /// A KoboToolbox-style key (40 lowercase hex characters, as `GET /token/` issues them: KoboToolbox
 /// clients check that shape before sending it).
 pub fn is_kobo_key(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 async fn active_user(app: &App, id: i64) -> Result<UserRow, ApiError> {

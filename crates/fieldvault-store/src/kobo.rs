@@ -167,8 +167,11 @@ pub trait KoboStore: Send + Sync {
     async fn kobo_export(&self, uid: &str) -> Result<Option<KoboExportRow>, StoreError>;
 
     /// A user's export tasks of a form, newest first.
-    async fn kobo_exports(&self, form_id: i64, user_id: i64)
-    -> Result<Vec<KoboExportRow>, StoreError>;
+    async fn kobo_exports(
+        &self,
+        form_id: i64,
+        user_id: i64,
+    ) -> Result<Vec<KoboExportRow>, StoreError>;
 
     /// Every user's export tasks of a form (redaction deletes them: they hold old values).
     async fn kobo_form_exports(&self, form_id: i64) -> Result<Vec<KoboExportRow>, StoreError>;

@@ -15,10 +15,7 @@ use crate::service::{kobo, redaction};
 
 /// The route.
 pub fn routes() -> Router<App> {
-    Router::new().route(
-        "/v1/projects/{pid}/forms/{form}/redactions",
-        post(create),
-    )
+    Router::new().route("/v1/projects/{pid}/forms/{form}/redactions", post(create))
 }
 
 async fn create(

@@ -64,7 +64,9 @@ fn uid_from(prefix: u8, bytes: &[u8; 32]) -> String {
     let mut s = String::with_capacity(22);
     s.push(char::from(prefix));
     for b in &bytes[..21] {
-        s.push(char::from(UID_ALPHABET[usize::from(*b) % UID_ALPHABET.len()]));
+        s.push(char::from(
+            UID_ALPHABET[usize::from(*b) % UID_ALPHABET.len()],
+        ));
     }
     s
 }
@@ -147,7 +149,12 @@ async fn asset_of(
     };
     // Assets are the caller's own or shared with it: a role in the project. Public forms of
     // other projects are not listed.
-    if authorize(&scoped, Verb::ProjectRead, Resource::Project(project.project_id())).is_err()
+    if authorize(
+        &scoped,
+        Verb::ProjectRead,
+        Resource::Project(project.project_id()),
+    )
+    .is_err()
         || authorize(&scoped, Verb::FormRead, resource).is_err()
     {
         return Ok(None);
@@ -283,7 +290,11 @@ impl Flattener {
     }
 
     /// The record as flat JSON. An ODK-encrypted submission shows its metadata only.
-    pub async fn flat(&self, app: &App, rec: &KoboRecord) -> Result<Map<String, Value>, ServiceError> {
+    pub async fn flat(
+        &self,
+        app: &App,
+        rec: &KoboRecord,
+    ) -> Result<Map<String, Value>, ServiceError> {
         let mut out = Map::new();
         let mut geo = (Value::Null, Value::Null);
         if rec.encrypted {
@@ -299,7 +310,10 @@ impl Flattener {
         if !out.contains_key("__version__") {
             out.insert("__version__".into(), json!(rec.form_version));
         }
-        let uuid = rec.instance_id.strip_prefix("uuid:").unwrap_or(&rec.instance_id);
+        let uuid = rec
+            .instance_id
+            .strip_prefix("uuid:")
+            .unwrap_or(&rec.instance_id);
         out.insert("_id".into(), json!(rec.id));
         out.insert("_uuid".into(), json!(uuid));
         if !out.contains_key("meta/rootUuid") {
@@ -309,7 +323,10 @@ impl Flattener {
         out.insert("_attachments".into(), self.attachments(app, rec).await?);
         out.insert("_status".into(), json!("submitted_via_web"));
         out.insert("_geolocation".into(), json!([geo.0, geo.1]));
-        out.insert("_submission_time".into(), json!(submission_time(rec.created_at)));
+        out.insert(
+            "_submission_time".into(),
+            json!(submission_time(rec.created_at)),
+        );
         out.insert("_tags".into(), json!([]));
         out.insert("_notes".into(), json!([]));
         out.insert("_validation_status".into(), validation_json(rec));
@@ -327,7 +344,10 @@ impl Flattener {
                 continue;
             }
             let url = format!("{}/{}/attachments/{}/", self.data_url, rec.id, a.id);
-            let root = rec.root_instance_id.strip_prefix("uuid:").unwrap_or(&rec.root_instance_id);
+            let root = rec
+                .root_instance_id
+                .strip_prefix("uuid:")
+                .unwrap_or(&rec.root_instance_id);
             list.push(json!({
                 "download_url": url,
                 "download_large_url": format!("{url}large/"),
@@ -346,7 +366,8 @@ impl Flattener {
 
 /// `_submission_time`: UTC, seconds, no zone (`2022-01-07T10:38:30`).
 pub fn submission_time(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     let s = humantime::format_rfc3339_seconds(t).to_string();
     s.trim_end_matches('Z').to_owned()
 }
@@ -386,7 +407,10 @@ impl Scan {
         if self.done {
             return Ok(None);
         }
-        let batch = app.store.kobo_records(self.form_id, self.after, BATCH).await?;
+        let batch = app
+            .store
+            .kobo_records(self.form_id, self.after, BATCH)
+            .await?;
         if (batch.len() as i64) < BATCH {
             self.done = true;
         }
@@ -538,12 +562,14 @@ pub async fn record(
     let asset = asset(app, actor, uid).await?;
     data_readable(&asset)?;
     let rec = find_record(app, &asset, id).await?;
-    Flattener::new(app, &asset, base).await?.flat(app, &rec).await
+    Flattener::new(app, &asset, base)
+        .await?
+        .flat(app, &rec)
+        .await
 }
 
 /// `GET /data/{id}/attachments/{att}/`: the attachment slot `att` (`att<N>` or `N`) of the
-/// submission's current version, decrypted as it streams (through the Central-shaped service, which
-/// authorizes the read again).
+/// submission's current version, decrypted as it streams.
 pub async fn attachment(
     app: &App,
     actor: &Actor,
@@ -553,7 +579,7 @@ pub async fn attachment(
 ) -> Result<
     (
         fieldvault_store::SubmissionAttachmentRow,
-        impl futures_util::Stream<Item = Result<bytes::Bytes, StoreError>> + Send + 'static,
+        impl futures_util::Stream<Item = Result<bytes::Bytes, StoreError>> + Send + use<>,
     ),
     ServiceError,
 > {
@@ -572,15 +598,30 @@ pub async fn attachment(
         .into_iter()
         .find(|a| a.id == att_id && a.blob_name.is_some())
         .ok_or(ServiceError::NotFound)?;
-    super::submissions::attachment(
-        app,
-        actor,
-        asset.project.project_id(),
-        &asset.form.xml_form_id,
-        &rec.root_instance_id,
+    let blob = slot.blob_name.clone().unwrap_or_default();
+    // A blob is bound to the instanceID of the version that first received it (an edit carries
+    // files forward with their original binding).
+    let mut owner = None;
+    for v in app.store.submission_versions(rec.id).await? {
+        let atts = app.store.submission_attachments(v.id).await?;
+        if atts
+            .iter()
+            .any(|a| a.blob_name.as_deref() == Some(blob.as_str()))
+        {
+            owner = Some(v.instance_id);
+            break;
+        }
+    }
+    let owner = owner.ok_or(ServiceError::NotFound)?;
+    let key = super::forms::project_key(app, &asset.project).await?;
+    let aad = fieldvault_store::submissions::attachment_aad(
+        asset.project.id,
+        asset.form.id,
+        &owner,
         &slot.name,
-    )
-    .await
+    );
+    let stream = app.blobs.get_stream(&key, &blob, &aad).await?;
+    Ok((slot, stream))
 }
 
 /// `GET /data/{id}/validation_status/`.
@@ -713,7 +754,10 @@ pub async fn delete_one(
 }
 
 fn form_target(asset: &Asset) -> String {
-    format!("project:{}/form:{}", asset.project.id, asset.form.xml_form_id)
+    format!(
+        "project:{}/form:{}",
+        asset.project.id, asset.form.xml_form_id
+    )
 }
 
 /// Parses a validation status uid.
@@ -816,7 +860,10 @@ pub async fn bulk_edit(
     }
     let mut values = Vec::new();
     for (k, v) in data {
-        if ["__version__", "formhub", "meta"].iter().any(|p| k.starts_with(p)) {
+        if ["__version__", "formhub", "meta"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
             continue;
         }
         let text = match v {
@@ -849,7 +896,10 @@ pub async fn bulk_edit(
             .unwrap_or(&rec.root_instance_id)
             .to_owned();
         if rec.encrypted {
-            results.push(failed(root, "Encrypted submissions cannot be edited on the server"));
+            results.push(failed(
+                root,
+                "Encrypted submissions cannot be edited on the server",
+            ));
             continue;
         }
         match edit_one(app, &asset, &flat, &key, &rec, who, &values).await {
@@ -904,10 +954,19 @@ async fn edit_one(
     let new_uuid = uuid_v4()?;
     let new_instance = format!("uuid:{new_uuid}");
     let mut all = values.to_vec();
-    all.push((vec!["meta".into(), "instanceID".into()], new_instance.clone()));
-    all.push((vec!["meta".into(), "deprecatedID".into()], rec.instance_id.clone()));
+    all.push((
+        vec!["meta".into(), "instanceID".into()],
+        new_instance.clone(),
+    ));
+    all.push((
+        vec!["meta".into(), "deprecatedID".into()],
+        rec.instance_id.clone(),
+    ));
     if !rec.root_instance_id.is_empty() {
-        all.push((vec!["meta".into(), "rootUuid".into()], rec.root_instance_id.clone()));
+        all.push((
+            vec!["meta".into(), "rootUuid".into()],
+            rec.root_instance_id.clone(),
+        ));
     }
     let new_xml = fieldvault_core::xml_edit::set_leaves(&xml, MAX_XML_BYTES, &all)?;
     let meta = fieldvault_core::parse_submission(&new_xml, MAX_XML_BYTES)?;

@@ -253,9 +253,7 @@ pub async fn create(
     if mine.len() >= MAX_TASKS {
         return Err(ServiceError::Conflict {
             code: "export.limit",
-            message: format!(
-                "At most {MAX_TASKS} exports per form are kept; delete some first."
-            ),
+            message: format!("At most {MAX_TASKS} exports per form are kept; delete some first."),
         });
     }
     let ttl = i64::try_from(app.config.exports_ttl_hours).unwrap_or(24) * 3_600_000;
@@ -412,7 +410,10 @@ pub fn export_aad(project_id: i64, uid: &str) -> Vec<u8> {
 /// Deletes expired tasks and their files.
 pub async fn sweep(store: &dyn Store, blobs: &BlobStore) -> Result<u64, ServiceError> {
     let mut n = 0;
-    for t in store.expired_kobo_exports(fieldvault_store::now_ms()).await? {
+    for t in store
+        .expired_kobo_exports(fieldvault_store::now_ms())
+        .await?
+    {
         if let Some(b) = &t.blob_name {
             match blobs.delete(b).await {
                 Ok(()) | Err(StoreError::NotFound) => {}
@@ -471,7 +472,13 @@ pub fn columns(schema: &FormSchema, s: &Settings) -> Vec<Column> {
         l => Some(Some(l)),
     };
     let mut out = Vec::new();
-    fn walk(nodes: &[Node], lang: Option<Option<&str>>, s: &Settings, heads: &mut Vec<String>, out: &mut Vec<Column>) {
+    fn walk(
+        nodes: &[Node],
+        lang: Option<Option<&str>>,
+        s: &Settings,
+        heads: &mut Vec<String>,
+        out: &mut Vec<Column>,
+    ) {
         for n in nodes {
             if n.path.len() == 1 && HIDDEN.contains(&n.name.as_str()) {
                 continue;
@@ -516,19 +523,34 @@ pub fn columns(schema: &FormSchema, s: &Settings) -> Vec<Column> {
                     };
                     if *ty == FieldType::Select {
                         if s.multiple_select != MultipleSelect::Details {
-                            out.push(Column { header: header.clone(), key: key.clone(), cell: value_cell });
+                            out.push(Column {
+                                header: header.clone(),
+                                key: key.clone(),
+                                cell: value_cell,
+                            });
                         }
                         if s.multiple_select != MultipleSelect::Summary {
                             for (value, label) in labels() {
                                 out.push(Column {
-                                    header: format!("{header}{}{label}", if s.group_sep.is_empty() { "/" } else { &s.group_sep }),
+                                    header: format!(
+                                        "{header}{}{label}",
+                                        if s.group_sep.is_empty() {
+                                            "/"
+                                        } else {
+                                            &s.group_sep
+                                        }
+                                    ),
                                     key: key.clone(),
                                     cell: Cell::Choice(value),
                                 });
                             }
                         }
                     } else {
-                        out.push(Column { header, key, cell: value_cell });
+                        out.push(Column {
+                            header,
+                            key,
+                            cell: value_cell,
+                        });
                     }
                 }
             }
@@ -773,7 +795,13 @@ async fn produce(
         .unwrap_or_else(|| asset.form.xml_form_id.clone());
     let safe: String = title
         .chars()
-        .map(|c| if c.is_alphanumeric() || " -_".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || " -_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(80)
         .collect();
     let stamp = kobo::submission_time(task.created_at).replace(':', "-");
@@ -807,28 +835,49 @@ mod tests {
     fn columns_follow_names_labels_and_select_layout() {
         let schema = fieldvault_core::schema::parse_schema(FORM.as_bytes(), 1 << 20).unwrap();
         let heads = |s: &Settings| -> Vec<String> {
-            columns(&schema, s).into_iter().map(|c| c.header).take_while(|h| h != "_id").collect()
+            columns(&schema, s)
+                .into_iter()
+                .map(|c| c.header)
+                .take_while(|h| h != "_id")
+                .collect()
         };
-        assert_eq!(heads(&settings(json!({}))), ["q", "g/ms", "g/ms/a", "g/ms/b"]);
         assert_eq!(
-            heads(&settings(json!({"lang": "_default", "multiple_select": "summary", "group_sep": " > "}))),
+            heads(&settings(json!({}))),
+            ["q", "g/ms", "g/ms/a", "g/ms/b"]
+        );
+        assert_eq!(
+            heads(&settings(
+                json!({"lang": "_default", "multiple_select": "summary", "group_sep": " > "})
+            )),
             ["Question", "Grp > Many"]
         );
         assert_eq!(
-            heads(&settings(json!({"hierarchy_in_labels": false, "multiple_select": "details"}))),
+            heads(&settings(
+                json!({"hierarchy_in_labels": false, "multiple_select": "details"})
+            )),
             ["q", "ms/a", "ms/b"]
         );
-        assert_eq!(heads(&settings(json!({"fields": ["g/ms"], "multiple_select": "summary"}))), ["g/ms"]);
+        assert_eq!(
+            heads(&settings(
+                json!({"fields": ["g/ms"], "multiple_select": "summary"})
+            )),
+            ["g/ms"]
+        );
         let s = settings(json!({"lang": "_default"}));
         let cols = columns(&schema, &s);
-        let doc = json!({"q": "hi", "g/ms": "b a", "_id": 7, "_validation_status": {"label": "On Hold"}});
+        let doc =
+            json!({"q": "hi", "g/ms": "b a", "_id": 7, "_validation_status": {"label": "On Hold"}});
         let r = row(&cols, doc.as_object().unwrap(), 3);
         assert_eq!(r[..4], ["hi", "Beta Alpha", "1", "1"]);
         assert_eq!(r[4], "7");
         assert_eq!(r[7], "On Hold");
         assert_eq!(r.last().map(String::as_str), Some("3"));
         let empty = row(&cols, json!({"_id": 8}).as_object().unwrap(), 4);
-        assert_eq!(empty[..4], ["", "", "", ""], "an unanswered select has no 0/1 cells");
+        assert_eq!(
+            empty[..4],
+            ["", "", "", ""],
+            "an unanswered select has no 0/1 cells"
+        );
     }
 
     #[test]

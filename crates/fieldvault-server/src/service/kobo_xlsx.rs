@@ -83,7 +83,10 @@ impl XlsxSink {
 
     /// Appends a row (blocks briefly when the writer is behind).
     pub fn write(&mut self, cells: &[String]) -> Result<(), ServiceError> {
-        let tx = self.tx.as_ref().ok_or_else(|| io("workbook already finished"))?;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| io("workbook already finished"))?;
         if tx.send(cells.to_vec()).is_err() {
             // The writer stopped: its error is reported by `finish`.
             return self.join().and(Err(io("the XLSX writer stopped")));

@@ -132,9 +132,9 @@ pub fn parse_native(body: &Value) -> Result<RedactionRequest, ServiceError> {
         code: "redaction.invalid_scope",
         message: m.to_owned(),
     };
-    let scope = body
-        .get("scope")
-        .ok_or_else(|| bad("`scope` is required: {\"all\": true}, {\"query\": {…}} or {\"ids\": […]}"))?;
+    let scope = body.get("scope").ok_or_else(|| {
+        bad("`scope` is required: {\"all\": true}, {\"query\": {…}} or {\"ids\": […]}")
+    })?;
     let sel = if scope.get("all") == Some(&Value::Bool(true)) {
         Selection::All
     } else if let Some(q) = scope.get("query") {
@@ -237,10 +237,22 @@ pub async fn redact(
             }
             // `meta/instanceName` is often computed from the redacted fields: it goes too when it
             // repeats one of the old values.
-            let repeats = |v: &str| old.iter().any(|o| !o.trim().is_empty() && v.contains(o.trim()));
-            let (new_xml, _) = replace_leaves(&new_xml, MAX_XML_BYTES, &[instance_name_path()], &mut |_, v| {
-                if repeats(v) { String::new() } else { v.to_owned() }
-            })?;
+            let repeats = |v: &str| {
+                old.iter()
+                    .any(|o| !o.trim().is_empty() && v.contains(o.trim()))
+            };
+            let (new_xml, _) = replace_leaves(
+                &new_xml,
+                MAX_XML_BYTES,
+                &[instance_name_path()],
+                &mut |_, v| {
+                    if repeats(v) {
+                        String::new()
+                    } else {
+                        v.to_owned()
+                    }
+                },
+            )?;
             report.values += old.len() as u64;
             for a in app.store.submission_attachments(v.id).await? {
                 if file_values.contains(&a.name) && a.blob_name.is_some() {

@@ -19,7 +19,14 @@ const XFORM: &str = r#"<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="ht
 
 /// (name, age, pet, langs, photo, people)
 const ROWS: [(&str, &str, &str, &str, Option<&str>, &[&str]); 3] = [
-    ("MARKER-ZQX-7781 Ana", "30", "dog", "en fr", Some("p1.jpg"), &["x1", "x2"]),
+    (
+        "MARKER-ZQX-7781 Ana",
+        "30",
+        "dog",
+        "en fr",
+        Some("p1.jpg"),
+        &["x1", "x2"],
+    ),
     ("Bo", "41", "cat", "fr", None, &[]),
     ("Cy", "25", "dog", "en", None, &["y1"]),
 ];
@@ -64,7 +71,8 @@ fn kobo_client_available() -> bool {
         .args(["-c", "import kobo.client"])
         .output()
         .is_ok_and(|o| o.status.success());
-    ok || fieldvault_testkit::unavailable::<()>("kobo-api-v2 (pip install kobo-api-v2==0.1.0)").is_some()
+    ok || fieldvault_testkit::unavailable::<()>("kobo-api-v2 (pip install kobo-api-v2==0.1.0)")
+        .is_some()
 }
 
 async fn json_of(r: reqwest::Response) -> (u16, Value) {
@@ -83,7 +91,11 @@ async fn token(srv: &Server, user: &str) -> String {
     let (s, v) = json_of(r).await;
     assert_eq!(s, 200, "{v}");
     let t = v["token"].as_str().unwrap().to_owned();
-    assert!(t.len() == 40 && t.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        t.len() == 40
+            && t.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
     t
 }
 
@@ -179,7 +191,14 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     // The PyPI client: assets, content, data with query/limit/start/sort/fields, two exports.
     let out = tempfile::tempdir().unwrap();
     let run = std::process::Command::new("python3")
-        .args(["-c", CLIENT, base, &alice, &uid, out.path().to_str().unwrap()])
+        .args([
+            "-c",
+            CLIENT,
+            base,
+            &alice,
+            &uid,
+            out.path().to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(
@@ -199,11 +218,27 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     assert_eq!(surveys[0]["data"], data("/data/").as_str());
     assert_eq!(
         res["xpaths"],
-        json!(["name", "age", "grp", "grp/pet", "grp/langs", "grp/photo", null, "rep", "rep/who", null])
+        json!([
+            "name",
+            "age",
+            "grp",
+            "grp/pet",
+            "grp/langs",
+            "grp/photo",
+            null,
+            "rep",
+            "rep/who",
+            null
+        ])
     );
     assert_eq!(
         res["choices"],
-        json!([["pet", "dog"], ["pet", "cat"], ["langs", "en"], ["langs", "fr"]])
+        json!([
+            ["pet", "dog"],
+            ["pet", "cat"],
+            ["langs", "en"],
+            ["langs", "fr"]
+        ])
     );
     assert_eq!(res["content_kind"], "asset.content");
     let qp = &res["query_page"];
@@ -218,10 +253,22 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     assert_eq!(sorted.len(), 2);
     assert_eq!(sorted[0]["name"], "Cy");
     assert_eq!(sorted[1]["name"], "Bo");
-    let keys: Vec<&str> = sorted[0].as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = sorted[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         keys,
-        ["name", "age", "_id", "_uuid", "meta/rootUuid", "_validation_status"]
+        [
+            "name",
+            "age",
+            "_id",
+            "_uuid",
+            "meta/rootUuid",
+            "_validation_status"
+        ]
     );
     assert!(res["sorted"]["next"].as_str().unwrap().contains("start=2"));
 
@@ -240,7 +287,10 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     assert_eq!(recs[0]["_attachments"][0]["media_file_basename"], "p1.jpg");
     assert_eq!(recs[0]["meta/instanceID"], "uuid:kobo-0");
     assert_eq!(recs[0]["_uuid"], "kobo-0");
-    assert!(recs[1].get("grp/photo").is_none(), "empty leaves are left out");
+    assert!(
+        recs[1].get("grp/photo").is_none(),
+        "empty leaves are left out"
+    );
     let file = c
         .get(recs[0]["_attachments"][0]["download_url"].as_str().unwrap())
         .header("Authorization", format!("Token {alice}"))
@@ -260,9 +310,23 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     assert_eq!(
         header,
         [
-            "name", "age", "grp/pet", "grp/langs", "grp/langs/en", "grp/langs/fr", "grp/photo",
-            "_id", "_uuid", "_submission_time", "_validation_status", "_notes", "_status",
-            "_submitted_by", "__version__", "_tags", "_index"
+            "name",
+            "age",
+            "grp/pet",
+            "grp/langs",
+            "grp/langs/en",
+            "grp/langs/fr",
+            "grp/photo",
+            "_id",
+            "_uuid",
+            "_submission_time",
+            "_validation_status",
+            "_notes",
+            "_status",
+            "_submitted_by",
+            "__version__",
+            "_tags",
+            "_index"
         ]
     );
     let rows: Vec<Vec<String>> = rd
@@ -272,8 +336,25 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     assert_eq!(rows.len(), 3);
     for (i, row) in rows.iter().enumerate() {
         let (name, age, pet, langs, photo, _) = ROWS[i];
-        let split = |l: &str| if langs.split(' ').any(|x| x == l) { "1" } else { "0" };
-        assert_eq!(row[..7], [name, age, pet, langs, split("en"), split("fr"), photo.unwrap_or("")]);
+        let split = |l: &str| {
+            if langs.split(' ').any(|x| x == l) {
+                "1"
+            } else {
+                "0"
+            }
+        };
+        assert_eq!(
+            row[..7],
+            [
+                name,
+                age,
+                pet,
+                langs,
+                split("en"),
+                split("fr"),
+                photo.unwrap_or("")
+            ]
+        );
         assert_eq!(row[7], ids[i].to_string());
         assert_eq!(row[8], format!("kobo-{i}"));
         assert_eq!(row[9], recs[i]["_submission_time"].as_str().unwrap());
@@ -301,13 +382,15 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
         assert_eq!(cells[0][..5], ["Name", "Age", "Pet", "Languages", "Photo"]);
         assert_eq!(cells[0][5], "_id");
         assert_eq!(cells.len(), 4);
-        let label = |v: &str| match v {
-            "dog" => "Dog",
-            "cat" => "Cat",
-            "en" => "English",
-            "fr" => "French",
-            other => other,
-        };
+        fn label(v: &str) -> &str {
+            match v {
+                "dog" => "Dog",
+                "cat" => "Cat",
+                "en" => "English",
+                "fr" => "French",
+                other => other,
+            }
+        }
         for (i, row) in cells[1..].iter().enumerate() {
             let (name, age, pet, langs, photo, _) = ROWS[i];
             let langs: Vec<&str> = langs.split(' ').map(label).collect();
@@ -328,7 +411,10 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
             .unwrap(),
     )
     .await;
-    assert_eq!((s, v["query"].as_str()), (400, Some("Value must be valid JSON.")));
+    assert_eq!(
+        (s, v["query"].as_str()),
+        (400, Some("Value must be valid JSON."))
+    );
     let (s, v) = json_of(
         c.get(data("/data/?query=%7B%22a%22%3A%7B%22%24eq%22%3A1%7D%7D"))
             .header("Authorization", format!("Token {alice}"))
@@ -346,7 +432,10 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
             .unwrap(),
     )
     .await;
-    assert_eq!((s, v["limit"].as_str()), (400, Some("A positive integer is required")));
+    assert_eq!(
+        (s, v["limit"].as_str()),
+        (400, Some("A positive integer is required"))
+    );
     let r = c
         .get(srv.url("/api/v2/assets/aAAAAAAAAAAAAAAAAAAAAA/"))
         .header("Authorization", format!("Token {alice}"))
@@ -356,7 +445,10 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     assert_eq!(r.status(), 404);
     let r = c
         .get(srv.url("/api/v2/assets/"))
-        .header("Authorization", "Token 0000000000000000000000000000000000000000")
+        .header(
+            "Authorization",
+            "Token 0000000000000000000000000000000000000000",
+        )
         .send()
         .await
         .unwrap();
@@ -367,9 +459,16 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     let (s, v) = json_of(as_bob(c.get(data("/data/"))).send().await.unwrap()).await;
     assert_eq!((s, v["count"].as_i64()), (200, Some(3)));
     let sel = json!({"payload": {"submission_ids": [ids[2]]}});
-    let r = as_bob(c.delete(data("/data/bulk/"))).json(&sel).send().await.unwrap();
+    let r = as_bob(c.delete(data("/data/bulk/")))
+        .json(&sel)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = as_bob(c.delete(data(&format!("/data/{}/", ids[2])))).send().await.unwrap();
+    let r = as_bob(c.delete(data(&format!("/data/{}/", ids[2]))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let r = as_bob(c.patch(data("/data/bulk/")))
         .json(&json!({"payload": {"submission_ids": [ids[2]], "data": {"age": "1"}}}))
@@ -392,8 +491,7 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
         .unwrap();
     assert_eq!(r.status(), 403);
 
-    let as_alice =
-        |r: reqwest::RequestBuilder| r.header("Authorization", format!("Token {alice}"));
+    let as_alice = |r: reqwest::RequestBuilder| r.header("Authorization", format!("Token {alice}"));
     // Validation statuses.
     let (s, v) = json_of(
         as_alice(c.patch(data(&format!("/data/{}/validation_status/", ids[1]))))
@@ -404,8 +502,18 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!((v["uid"].as_str(), v["label"].as_str(), v["by_whom"].as_str()),
-        (Some("validation_status_approved"), Some("Approved"), Some("alice")));
+    assert_eq!(
+        (
+            v["uid"].as_str(),
+            v["label"].as_str(),
+            v["by_whom"].as_str()
+        ),
+        (
+            Some("validation_status_approved"),
+            Some("Approved"),
+            Some("alice")
+        )
+    );
     let r = as_alice(c.patch(data(&format!("/data/{}/validation_status/", ids[1]))))
         .json(&json!({"validation_status.uid": "nope"}))
         .send()
@@ -413,7 +521,13 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
         .unwrap();
     assert_eq!(r.status(), 400);
     let q = urlencode(r#"{"_validation_status.uid":"validation_status_approved"}"#);
-    let (_, v) = json_of(as_alice(c.get(data(&format!("/data/?query={q}")))).send().await.unwrap()).await;
+    let (_, v) = json_of(
+        as_alice(c.get(data(&format!("/data/?query={q}"))))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["count"], 1);
     assert_eq!(v["results"][0]["_id"], ids[1]);
 
@@ -427,9 +541,18 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!((v["successes"].as_i64(), v["failures"].as_i64()), (Some(1), Some(0)));
+    assert_eq!(
+        (v["successes"].as_i64(), v["failures"].as_i64()),
+        (Some(1), Some(0))
+    );
     assert_eq!(v["results"][0]["root_uuid"], "kobo-0");
-    let (_, one) = json_of(as_alice(c.get(data(&format!("/data/{}.json", ids[0])))).send().await.unwrap()).await;
+    let (_, one) = json_of(
+        as_alice(c.get(data(&format!("/data/{}.json", ids[0]))))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(one["age"], "31");
     assert_eq!(one["meta/deprecatedID"], "uuid:kobo-0");
     assert_eq!(one["meta/rootUuid"], "uuid:kobo-0");
@@ -440,8 +563,10 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     let (s, dry) = json_of(
         c.post(srv.url(&format!("/v1/projects/{pid}/forms/hh/redactions")))
             .basic_auth("alice", Some(PASSWORD))
-            .json(&json!({"fields": ["name", "grp/photo"], "scope": {"query": {"grp/pet": "dog"}},
-                          "replacement": "hash", "dryRun": true}))
+            .json(
+                &json!({"fields": ["name", "grp/photo"], "scope": {"query": {"grp/pet": "dog"}},
+                          "replacement": "hash", "dryRun": true}),
+            )
             .send()
             .await
             .unwrap(),
@@ -449,9 +574,18 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     .await;
     assert_eq!(s, 200, "{dry}");
     assert_eq!(dry["count"], 2);
-    assert_eq!(dry["versions"], 3, "two versions of the first, one of the third");
+    assert_eq!(
+        dry["versions"], 3,
+        "two versions of the first, one of the third"
+    );
     assert_eq!(dry["values"], 5);
-    let (_, still) = json_of(as_alice(c.get(data(&format!("/data/{}/", ids[0])))).send().await.unwrap()).await;
+    let (_, still) = json_of(
+        as_alice(c.get(data(&format!("/data/{}/", ids[0]))))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(still["name"], ROWS[0].0, "a dry run changes nothing");
     let (s, done) = json_of(
         as_alice(c.patch(data("/data/bulk/")))
@@ -463,12 +597,24 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     )
     .await;
     assert_eq!(s, 200, "{done}");
-    assert_eq!((done["versions"].as_i64(), done["values"].as_i64()), (Some(2), Some(4)));
+    assert_eq!(
+        (done["versions"].as_i64(), done["values"].as_i64()),
+        (Some(2), Some(4))
+    );
     assert_eq!(done["attachments"], 1);
     assert_eq!(done["exportsDeleted"], 2);
-    let (_, red) = json_of(as_alice(c.get(data(&format!("/data/{}/", ids[0])))).send().await.unwrap()).await;
+    let (_, red) = json_of(
+        as_alice(c.get(data(&format!("/data/{}/", ids[0]))))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let hashed = red["name"].as_str().unwrap();
-    assert!(hashed.len() == 64 && hashed.bytes().all(|b| b.is_ascii_hexdigit()), "{red}");
+    assert!(
+        hashed.len() == 64 && hashed.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{red}"
+    );
     assert_eq!(red["age"], "31");
     assert_eq!(red["_attachments"], json!([]));
     // Linkable: the same value hashes the same way in another submission.
@@ -483,7 +629,12 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     .await;
     assert_eq!(other["count"], 3);
     let (_, v) = json_of(as_alice(c.get(data("/data/"))).send().await.unwrap()).await;
-    let pets: Vec<&str> = v["results"].as_array().unwrap().iter().map(|r| r["grp/pet"].as_str().unwrap()).collect();
+    let pets: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["grp/pet"].as_str().unwrap())
+        .collect();
     assert_eq!(pets[0], pets[2]);
     assert_ne!(pets[0], pets[1]);
     assert_ne!(pets[0], "dog");
@@ -495,7 +646,11 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let r = as_alice(c.delete(data("/data/bulk/"))).json(&json!({"payload": {}})).send().await.unwrap();
+    let r = as_alice(c.delete(data("/data/bulk/")))
+        .json(&json!({"payload": {}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let (s, v) = json_of(
         as_alice(c.delete(data("/data/bulk/")))
@@ -505,12 +660,27 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
             .unwrap(),
     )
     .await;
-    assert_eq!((s, v["detail"].as_str()), (200, Some("1 submissions have been deleted")));
-    let (_, v) = json_of(as_alice(c.get(data("/data/?limit=1"))).send().await.unwrap()).await;
+    assert_eq!(
+        (s, v["detail"].as_str()),
+        (200, Some("1 submissions have been deleted"))
+    );
+    let (_, v) = json_of(
+        as_alice(c.get(data("/data/?limit=1")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["count"], 2);
-    let r = as_alice(c.delete(data(&format!("/data/{}/", ids[1])))).send().await.unwrap();
+    let r = as_alice(c.delete(data(&format!("/data/{}/", ids[1]))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    let r = as_alice(c.get(data(&format!("/data/{}/", ids[1])))).send().await.unwrap();
+    let r = as_alice(c.get(data(&format!("/data/{}/", ids[1]))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     assert!(srv.stop());
@@ -558,7 +728,13 @@ async fn verify_no_trace(data: &Path, pid: i64) {
         .unwrap();
     let mut versions = 0;
     let mut files = 0;
-    for s in store.submissions(form.id, 100, 0).await.unwrap() {
+    // Every submission, deleted ones included (their rows stay until a purge).
+    for i in 0..ROWS.len() {
+        let s = store
+            .submission(form.id, &format!("uuid:kobo-{i}"))
+            .await
+            .unwrap()
+            .unwrap();
         for v in store.submission_versions(s.id).await.unwrap() {
             versions += 1;
             let xml = fieldvault_crypto::envelope::open(
@@ -568,14 +744,22 @@ async fn verify_no_trace(data: &Path, pid: i64) {
             )
             .unwrap();
             let text = String::from_utf8(xml).unwrap();
-            assert!(!text.contains(MARKER), "version {} still holds the marker", v.instance_id);
+            assert!(
+                !text.contains(MARKER),
+                "version {} still holds the marker",
+                v.instance_id
+            );
             assert!(!v.instance_name.unwrap_or_default().contains(MARKER));
             for a in store.submission_attachments(v.id).await.unwrap() {
                 if let Some(blob) = &a.blob_name {
                     files += 1;
                     let bytes = opened
                         .blobs
-                        .get_bytes(&key, blob, &attachment_aad(pid, form.id, &v.instance_id, &a.name))
+                        .get_bytes(
+                            &key,
+                            blob,
+                            &attachment_aad(pid, form.id, &v.instance_id, &a.name),
+                        )
                         .await
                         .unwrap();
                     assert!(!String::from_utf8_lossy(&bytes).contains(MARKER));
@@ -583,8 +767,8 @@ async fn verify_no_trace(data: &Path, pid: i64) {
             }
         }
     }
-    // Two live submissions (the first with two versions); no attachment left.
-    assert_eq!((versions, files), (3, 0));
+    // Three submissions, the first with two versions; no attachment left.
+    assert_eq!((versions, files), (4, 0));
     let actions: Vec<String> = store
         .audit_entries(0, 1000)
         .await
@@ -601,7 +785,10 @@ async fn verify_no_trace(data: &Path, pid: i64) {
         "submission.redact",
         "submission.delete",
     ] {
-        assert!(actions.iter().any(|x| x == a), "{a} not audited: {actions:?}");
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not audited: {actions:?}"
+        );
     }
     store.close().await;
     for f in files_under(data) {

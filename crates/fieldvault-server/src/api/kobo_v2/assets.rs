@@ -12,7 +12,8 @@ use crate::service::kobo::{self, Asset};
 
 /// Model datetimes: ISO-8601 UTC with microseconds and `Z`.
 pub fn datetime(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_micros(t).to_string()
 }
 
@@ -58,7 +59,11 @@ async fn list_json(app: &App, base: &str, a: &Asset) -> Result<Value, KoboError>
     } else {
         "archived"
     };
-    let name = a.def.title.clone().unwrap_or_else(|| a.form.xml_form_id.clone());
+    let name = a
+        .def
+        .title
+        .clone()
+        .unwrap_or_else(|| a.form.xml_form_id.clone());
     Ok(json!({
         "url": url,
         "date_created": datetime(a.form.created_at),
@@ -218,7 +223,11 @@ pub async fn content(
     Path(uid): Path<String>,
 ) -> Result<Json<Value>, KoboError> {
     let a = kobo::asset(&app, &who.actor, &uid).await?;
-    let title = a.def.title.clone().unwrap_or_else(|| a.form.xml_form_id.clone());
+    let title = a
+        .def
+        .title
+        .clone()
+        .unwrap_or_else(|| a.form.xml_form_id.clone());
     Ok(Json(json!({
         "kind": "asset.content",
         "uid_asset": a.uid,

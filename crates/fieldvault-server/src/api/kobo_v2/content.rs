@@ -79,7 +79,12 @@ fn kobo_type(ty: &FieldType) -> &str {
     }
 }
 
-fn rows(nodes: &[Node], langs: &[Option<String>], survey: &mut Vec<Value>, choices: &mut Vec<Value>) {
+fn rows(
+    nodes: &[Node],
+    langs: &[Option<String>],
+    survey: &mut Vec<Value>,
+    choices: &mut Vec<Value>,
+) {
     for n in nodes {
         if n.path.len() == 1 && HIDDEN.contains(&n.name.as_str()) {
             continue;

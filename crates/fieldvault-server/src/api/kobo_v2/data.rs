@@ -131,10 +131,9 @@ fn payload(body: &Value) -> &Value {
 
 fn selection(payload: &Value) -> Result<Selection, KoboError> {
     if let Some(ids) = payload.get("submission_ids") {
-        let list = ids
-            .as_array()
-            .filter(|l| !l.is_empty())
-            .ok_or_else(|| KoboError::field("payload", "`submission_ids` must be a non-empty list"))?;
+        let list = ids.as_array().filter(|l| !l.is_empty()).ok_or_else(|| {
+            KoboError::field("payload", "`submission_ids` must be a non-empty list")
+        })?;
         let mut out = Vec::with_capacity(list.len());
         for v in list {
             let n = match v {
@@ -325,16 +324,18 @@ pub async fn attachment(
     use axum::response::IntoResponse as _;
     use futures_util::StreamExt as _;
     let att = p.att.as_deref().unwrap_or_default();
-    let (slot, stream) =
-        kobo::attachment(&app, &who.actor, &p.uid, id_of(&p)?, att).await?;
+    let (slot, stream) = kobo::attachment(&app, &who.actor, &p.uid, id_of(&p)?, att).await?;
     let body = axum::body::Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
     let mut resp = body.into_response();
     let ct = slot
         .content_type
         .as_deref()
         .and_then(|c| axum::http::HeaderValue::from_str(c).ok())
-        .unwrap_or(axum::http::HeaderValue::from_static("application/octet-stream"));
-    resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, ct);
+        .unwrap_or(axum::http::HeaderValue::from_static(
+            "application/octet-stream",
+        ));
+    resp.headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, ct);
     Ok(resp)
 }
 
@@ -347,6 +348,9 @@ pub async fn attachment_sized(
 ) -> Result<axum::response::Response, KoboError> {
     match path.size.as_deref() {
         Some("original" | "small" | "medium" | "large") => attachment(state, who, path).await,
-        _ => Err(KoboError::field("size", "Use small, medium, large or original.")),
+        _ => Err(KoboError::field(
+            "size",
+            "Use small, medium, large or original.",
+        )),
     }
 }

@@ -63,8 +63,7 @@ pub async fn create(
     Path(p): Path<P>,
     AppJson(body): AppJson<Value>,
 ) -> Result<(StatusCode, Json<Value>), KoboError> {
-    let (t, created) =
-        kobo_export::create(&app, &who.actor, &who.user, &p.uid, &body).await?;
+    let (t, created) = kobo_export::create(&app, &who.actor, &who.user, &p.uid, &body).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -135,7 +134,13 @@ pub async fn download(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     let ascii: String = name
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .filter(|c| *c != '"' && *c != '\\')
         .collect();
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{ascii}\"")) {

@@ -155,7 +155,8 @@ impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
             .filter(|h| {
                 !h.is_empty()
                     && h.len() <= 255
-                    && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
             })
             .unwrap_or("localhost");
         let scheme = if secure { "https" } else { "http" };
@@ -199,7 +200,12 @@ pub fn page(
     let link = |s: usize| {
         let mut q: Vec<(String, String)> = query
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "start" | "offset" | "limit" | "page" | "page_size"))
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "start" | "offset" | "limit" | "page" | "page_size"
+                )
+            })
             .cloned()
             .collect();
         q.push(("limit".into(), limit.to_string()));
