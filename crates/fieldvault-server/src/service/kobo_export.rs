@@ -656,7 +656,7 @@ impl Shared {
 
 /// Where rows go: CSV is encoded in memory a batch at a time, XLSX by its writer thread.
 enum Out {
-    Csv(csv::Writer<Shared>, Shared),
+    Csv(Box<csv::Writer<Shared>>, Shared),
     Xlsx(super::kobo_xlsx::XlsxSink),
 }
 
@@ -720,7 +720,7 @@ async fn produce(
                 .delimiter(b';')
                 .from_writer(buf.clone());
             w.write_record(&header).map_err(io)?;
-            Out::Csv(w, buf)
+            Out::Csv(Box::new(w), buf)
         }
         Kind::Xlsx => Out::Xlsx(super::kobo_xlsx::XlsxSink::new(
             &header,
@@ -755,7 +755,7 @@ async fn produce(
         }
         match out {
             Out::Csv(w, buf) => {
-                drop(w.into_inner().map_err(io)?);
+                drop((*w).into_inner().map_err(io)?);
                 send(&tx, buf.take()?).await
             }
             Out::Xlsx(x) => {

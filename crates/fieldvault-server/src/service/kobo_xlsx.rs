@@ -57,8 +57,7 @@ impl XlsxSink {
                 wb.set_tempdir(&stage).map_err(e)?;
                 let ws = wb.add_worksheet_with_constant_memory().map_err(e)?;
                 ws.set_name("Data").map_err(e)?;
-                let mut r: u32 = 0;
-                for row in std::iter::once(header).chain(rx) {
+                for (r, row) in (0u32..).zip(std::iter::once(header).chain(rx)) {
                     if r >= MAX_ROWS {
                         return Err(format!("an XLSX sheet holds at most {MAX_ROWS} rows"));
                     }
@@ -68,7 +67,6 @@ impl XlsxSink {
                             ws.write_string(r, c, cell).map_err(e)?;
                         }
                     }
-                    r += 1;
                 }
                 wb.save(&out).map_err(e)
             })

@@ -18,7 +18,17 @@ const MARKER: &str = "MARKER-ZQX-7781";
 const XFORM: &str = r#"<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa" xmlns:orx="http://openrosa.org/xforms"><h:head><h:title>Household</h:title><model><instance><data id="hh" version="1"><name/><age/><grp><pet/><langs/><photo/></grp><rep jr:template=""><who/></rep><meta><instanceID/><instanceName/></meta></data></instance><bind nodeset="/data/name" type="string"/><bind nodeset="/data/age" type="int"/><bind nodeset="/data/grp/pet" type="string"/><bind nodeset="/data/grp/langs" type="string"/><bind nodeset="/data/grp/photo" type="binary"/><bind nodeset="/data/rep/who" type="string"/><bind nodeset="/data/meta/instanceID" type="string" readonly="true()" jr:preload="uid"/><bind nodeset="/data/meta/instanceName" type="string" calculate="/data/name"/></model></h:head><h:body><input ref="/data/name"><label>Name</label></input><input ref="/data/age"><label>Age</label></input><group ref="/data/grp"><label>Group</label><select1 ref="/data/grp/pet"><label>Pet</label><item><label>Dog</label><value>dog</value></item><item><label>Cat</label><value>cat</value></item></select1><select ref="/data/grp/langs"><label>Languages</label><item><label>English</label><value>en</value></item><item><label>French</label><value>fr</value></item></select><upload ref="/data/grp/photo" mediatype="image/*"><label>Photo</label></upload></group><group ref="/data/rep"><label>People</label><repeat nodeset="/data/rep"><input ref="/data/rep/who"><label>Who</label></input></repeat></group></h:body></h:html>"#;
 
 /// (name, age, pet, langs, photo, people)
-const ROWS: [(&str, &str, &str, &str, Option<&str>, &[&str]); 3] = [
+/// One submission's answers.
+type Row = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static [&'static str],
+);
+
+const ROWS: [Row; 3] = [
     (
         "MARKER-ZQX-7781 Ana",
         "30",
@@ -145,12 +155,12 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    for i in 0..3 {
+    for (i, answers) in ROWS.iter().enumerate() {
         let mut form = Form::new().part(
             "xml_submission_file",
             Part::bytes(instance(i).into_bytes()).file_name("submission.xml"),
         );
-        if let Some(photo) = ROWS[i].4 {
+        if let Some(photo) = answers.4 {
             form = form.part(
                 "p1",
                 Part::bytes(format!("JPEG {MARKER} pixels").into_bytes()).file_name(photo),
