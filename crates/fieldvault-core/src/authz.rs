@@ -105,8 +105,9 @@ impl Scopes {
     pub fn required_for(verb: Verb) -> Scopes {
         match verb {
             Verb::ProjectRead | Verb::FormRead | Verb::SubmissionRead => Scopes::READ_DATA,
-            Verb::SubmissionCreate => Scopes::WRITE_DATA,
-            Verb::SubmissionUpdate | Verb::SubmissionDelete => Scopes::MANAGE_PROJECTS,
+            Verb::SubmissionCreate | Verb::SubmissionUpdate | Verb::SubmissionDelete => {
+                Scopes::WRITE_DATA
+            }
             Verb::ProjectCreate
             | Verb::ProjectUpdate
             | Verb::ProjectDelete
@@ -189,9 +190,10 @@ pub enum Verb {
     SubmissionCreate,
     /// Read submissions and their attachments.
     SubmissionRead,
-    /// Set a submission's review state.
+    /// Change submissions: set a review state, edit values (a new version), set validation
+    /// statuses.
     SubmissionUpdate,
-    /// Delete a submission (to the trash) or restore it.
+    /// Delete submissions (to the trash), restore them, and redact (irreversibly replace) values.
     SubmissionDelete,
     /// Create, list and revoke collectors (app users) and their form assignments.
     AppUserManage,

@@ -7,6 +7,7 @@ pub mod authz;
 pub mod error;
 pub mod flatten;
 pub mod ids;
+pub mod kobo_query;
 pub mod odata;
 pub mod odata_rows;
 pub mod password_policy;
@@ -16,6 +17,7 @@ pub mod submission;
 pub mod xform;
 pub mod xform_rewrite;
 mod xml;
+pub mod xml_edit;
 
 pub use authz::{Actor, Resource, Scopes, Verb, authorize};
 pub use error::CoreError;

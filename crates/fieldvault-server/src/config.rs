@@ -239,6 +239,12 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "How often the purge of deleted submissions runs, in seconds (first run one interval after start).",
     },
     OptionDoc {
+        key: "exports.ttl_hours",
+        default: "24",
+        secret: false,
+        doc: "How long a finished export file (KoboToolbox API `/exports/`) can be downloaded, in hours (1 to 720). Then the encrypted file and its task are deleted.",
+    },
+    OptionDoc {
         key: "log.format",
         default: "json",
         secret: false,
@@ -362,6 +368,8 @@ pub struct Config {
     pub backup_keep: [usize; 3],
     #[allow(missing_docs)]
     pub allow_plaintext_to_encrypted_forms: bool,
+    /// Hours an export file stays downloadable.
+    pub exports_ttl_hours: u64,
     #[allow(missing_docs)]
     pub purge_after_days: u64,
     #[allow(missing_docs)]
@@ -399,6 +407,7 @@ impl Default for Config {
             tls_key: None,
             body_limit_bytes: 104_857_600,
             request_timeout_secs: 300,
+            exports_ttl_hours: 24,
             trusted_proxies: Vec::new(),
             hsts_max_age_secs: 31_536_000,
             allow_cidrs: Vec::new(),
@@ -520,6 +529,13 @@ impl Config {
                     return Err("must be at least 1024".into());
                 }
                 self.body_limit_bytes = n;
+            }
+            "exports.ttl_hours" => {
+                let n: u64 = parse_num(v)?;
+                if !(1..=720).contains(&n) {
+                    return Err("must be between 1 and 720".into());
+                }
+                self.exports_ttl_hours = n;
             }
             "http.request_timeout_secs" => {
                 let n: u64 = parse_num(v)?;
@@ -768,6 +784,7 @@ impl Config {
             "tls.key" => path(&self.tls_key),
             "http.body_limit_bytes" => self.body_limit_bytes.to_string(),
             "http.request_timeout_secs" => self.request_timeout_secs.to_string(),
+            "exports.ttl_hours" => self.exports_ttl_hours.to_string(),
             "http.trusted_proxies" => {
                 if self.trusted_proxies.is_empty() {
                     "-".into()

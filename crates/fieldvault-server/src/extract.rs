@@ -3,7 +3,8 @@
 //!
 //! Accepted credentials, in order: `Authorization: Bearer <token>` (a session from
 //! `POST /v1/sessions`, prefix `fvs_`, or an API token, prefix `fvt_`), `Authorization: Token
-//! <token>` (KoboToolbox clients; API tokens), and HTTP Basic. Passwords (Basic) are accepted only
+//! <token>` (KoboToolbox clients; API tokens, including the 40-hex keys of `GET /token/`), and HTTP
+//! Basic. Passwords (Basic) are accepted only
 //! over HTTPS, from loopback, or through a trusted proxy that terminated HTTPS. Any other scheme,
 //! and any token that does not resolve, is a 401 — never silently "anonymous".
 //!
@@ -142,7 +143,9 @@ async fn authenticate_credentials(parts: &Parts, app: &App) -> Result<Option<Aut
                     session: Some(hash),
                     cookie: false,
                 }
-            } else if rest.starts_with(API_TOKEN_PREFIX) {
+            } else if rest.starts_with(API_TOKEN_PREFIX)
+                || (scheme.eq_ignore_ascii_case("token") && is_kobo_key(rest))
+            {
                 let token = app
                     .store
                     .api_token_by_hash(&hash, now)
@@ -313,6 +316,14 @@ fn expired() -> ApiError {
         message: "The session has ended (signed out, timed out, or never existed); sign in again."
             .into(),
     }
+}
+
+/// A KoboToolbox-style key (40 lowercase hex characters, as `GET /token/` issues them: KoboToolbox
+/// clients check that shape before sending it).
+pub fn is_kobo_key(s: &str) -> bool {
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 async fn active_user(app: &App, id: i64) -> Result<UserRow, ApiError> {

@@ -33,6 +33,7 @@ pub async fn run(
             on_listening(addr);
         }
     });
+    crate::service::kobo_export::spawn_sweeper(app.store.clone(), app.blobs.clone());
     let service = router::router(app).into_make_service_with_connect_info::<SocketAddr>();
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {

@@ -16,6 +16,7 @@ pub mod forms;
 pub mod intake_journal;
 pub mod keyfile;
 pub mod keyring;
+pub mod kobo;
 pub mod lifecycle;
 pub mod model;
 pub mod open;
@@ -39,6 +40,7 @@ pub use forms::{
     AppUserRow, Counts, FormAttachmentRow, FormDefMeta, FormDefRow, FormRow, FormStore, NewFormDef,
 };
 pub use keyring::Keyring;
+pub use kobo::{KoboExportRow, KoboRecord, KoboStore, NewKoboExport, VersionRewrite};
 pub use lifecycle::{InviteRow, LifecycleStore, NewInvite, PasswordResetRow};
 pub use model::{DataKeyRow, NewProject, NewUser, ProjectRow, UserRow, now_ms};
 pub use open::{MasterKeySource, Opened, StorageSettings, open};
@@ -79,6 +81,7 @@ pub trait Store:
     FormStore
     + SubmissionStore
     + DataStore
+    + KoboStore
     + TokenStore
     + AuditStore
     + ThrottleStore

@@ -46,6 +46,11 @@ crate::sql::shared_store_impl!(PgStore, crate::Backend::Postgres);
 crate::sql::form_store_impl!(PgStore, sqlx::Postgres, "BEGIN");
 crate::sql::submission_store_impl!(PgStore, sqlx::Postgres, "BEGIN");
 crate::sql::token_store_impl!(PgStore);
+crate::sql::kobo_store_impl!(
+    PgStore,
+    "BEGIN",
+    "VACUUM submission_versions, submission_attachments, kobo_exports"
+);
 crate::sql::audit_store_impl!(PgStore, "BEGIN", " FOR UPDATE");
 crate::sql::throttle_store_impl!(PgStore, "BEGIN", " FOR UPDATE");
 use crate::sql::to_state;

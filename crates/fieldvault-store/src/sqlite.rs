@@ -39,6 +39,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Freed pages are zeroed, so a redacted or deleted value leaves no ciphertext behind
+            // that the data key could still open (the file is SQLCipher-encrypted as a whole).
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
@@ -85,6 +88,11 @@ crate::sql::shared_store_impl!(SqliteStore, crate::Backend::Sqlite);
 crate::sql::form_store_impl!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
 crate::sql::submission_store_impl!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
 crate::sql::token_store_impl!(SqliteStore);
+crate::sql::kobo_store_impl!(
+    SqliteStore,
+    "BEGIN IMMEDIATE",
+    "PRAGMA wal_checkpoint(TRUNCATE)"
+);
 crate::sql::audit_store_impl!(SqliteStore, "BEGIN IMMEDIATE", "");
 crate::sql::throttle_store_impl!(SqliteStore, "BEGIN IMMEDIATE", "");
 use crate::sql::to_state;

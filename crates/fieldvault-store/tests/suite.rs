@@ -1990,3 +1990,269 @@ async fn lifecycle(settings: StorageSettings) {
     );
     store.close().await;
 }
+
+/// The KoboToolbox API's store functions: records, bulk deletion and validation statuses (all or
+/// none), `kobo-api` token rotation, export tasks, redaction rewrites and scrubbing.
+async fn kobo_store(settings: StorageSettings) {
+    use fieldvault_store::{NewKoboExport, VersionRewrite};
+    let opened = open(&settings, true).await.unwrap();
+    let store = opened.store.clone();
+    let owner = store.create_user(&user("kobo-owner")).await.unwrap();
+    let (dk, _) = opened.keyring.new_data_key().unwrap();
+    let p = store
+        .create_project(
+            &NewProject {
+                name: "K".into(),
+                description: None,
+                created_by: Some(owner.user_id()),
+            },
+            &dk,
+        )
+        .await
+        .unwrap();
+    let (f, d) = store
+        .create_form(p.project_id(), &def("kobo", "1", &[]), true)
+        .await
+        .unwrap();
+    let mut first = sub(p.id, f.id, d.id, "uuid:k1", "<one/>");
+    first.submitter_user_id = Some(owner.id);
+    first.attachments = vec![att("photo.jpg", "blobs/k1-photo")];
+    let mut edit = sub(p.id, f.id, d.id, "uuid:k1b", "<one-edited/>");
+    edit.deprecated_id = Some("uuid:k1".into());
+    edit.instance_name = Some("Ana".into());
+    let got = store
+        .ingest(&[
+            first,
+            sub(p.id, f.id, d.id, "uuid:k2", "<two/>"),
+            sub(p.id, f.id, d.id, "uuid:k3", "<three/>"),
+            edit,
+        ])
+        .await
+        .unwrap();
+    let ids: Vec<i64> = got
+        .outcomes
+        .iter()
+        .take(3)
+        .map(|o| match o {
+            IngestOutcome::Created { submission_id } => *submission_id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+
+    // Records: current versions in id order, paged by id; the submitter's name joined.
+    let page1 = store.kobo_records(f.id, 0, 2).await.unwrap();
+    assert_eq!(page1.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..2]);
+    assert_eq!(page1[0].instance_id, "uuid:k1b");
+    assert_eq!(page1[0].root_instance_id, "uuid:k1");
+    assert_eq!(page1[0].xml_sealed, b"<one-edited/>");
+    assert_eq!(page1[0].submitted_by.as_deref(), Some("kobo-owner"));
+    assert_eq!(page1[1].submitted_by, None);
+    let page2 = store.kobo_records(f.id, page1[1].id, 2).await.unwrap();
+    assert_eq!(page2.iter().map(|r| r.id).collect::<Vec<_>>(), ids[2..]);
+    assert_eq!(store.kobo_count(f.id).await.unwrap().0, 3);
+    assert!(store.kobo_record(f.id, ids[1]).await.unwrap().is_some());
+    assert!(
+        store
+            .kobo_record(f.id + 1000, ids[1])
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Validation statuses: all or none.
+    assert!(matches!(
+        store
+            .kobo_set_validation(
+                f.id,
+                &[ids[0], 999_999],
+                Some("validation_status_on_hold"),
+                Some("a"),
+                5_000
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .kobo_record(f.id, ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .validation_status,
+        None
+    );
+    assert_eq!(
+        store
+            .kobo_set_validation(
+                f.id,
+                &[ids[0], ids[0], ids[1]],
+                Some("validation_status_approved"),
+                Some("a"),
+                5_000
+            )
+            .await
+            .unwrap(),
+        2
+    );
+    let r = store.kobo_record(f.id, ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        r.validation_status.as_deref(),
+        Some("validation_status_approved")
+    );
+    assert_eq!(
+        (r.validation_by.as_deref(), r.validation_at),
+        (Some("a"), Some(5_000))
+    );
+    store
+        .kobo_set_validation(f.id, &[ids[0]], None, Some("a"), 6_000)
+        .await
+        .unwrap();
+    let r = store.kobo_record(f.id, ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (r.validation_status, r.validation_by, r.validation_at),
+        (None, None, None)
+    );
+
+    // Deletion: all or none, then gone from records and counts.
+    assert!(matches!(
+        store.kobo_delete(f.id, &[ids[2], 999_999]).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.kobo_count(f.id).await.unwrap().0, 3);
+    assert_eq!(store.kobo_delete(f.id, &[ids[2]]).await.unwrap(), 1);
+    assert_eq!(store.kobo_count(f.id).await.unwrap().0, 2);
+    assert!(store.kobo_record(f.id, ids[2]).await.unwrap().is_none());
+    assert!(matches!(
+        store.kobo_delete(f.id, &[ids[2]]).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Tokens: only the newest `keep` of that name stay.
+    for i in 0..4u8 {
+        store
+            .kobo_issue_token(owner.id, "kobo-api", &[i; 32], "data:read data:write", 2)
+            .await
+            .unwrap();
+    }
+    let names: Vec<Vec<u8>> = store
+        .api_tokens(owner.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.name == "kobo-api")
+        .map(|t| t.token_hash)
+        .collect();
+    assert_eq!(names, vec![vec![3u8; 32], vec![2u8; 32]]);
+    assert!(
+        store
+            .api_token_by_hash(&[0u8; 32], 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .api_token_by_hash(&[3u8; 32], 0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Export tasks.
+    let t = store
+        .create_kobo_export(&NewKoboExport {
+            uid: "eTASK".into(),
+            project_id: p.id,
+            form_id: f.id,
+            user_id: owner.id,
+            settings: "{}".into(),
+            expires_at: 10_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(t.status, "created");
+    store
+        .finish_kobo_export(t.id, "complete", None, Some(("exports/eTASK", "x.csv", 12)))
+        .await
+        .unwrap();
+    let t2 = store.kobo_export("eTASK").await.unwrap().unwrap();
+    assert_eq!(
+        (t2.status.as_str(), t2.size, t2.file_name.as_deref()),
+        ("complete", Some(12), Some("x.csv"))
+    );
+    assert!(t2.completed_at.is_some());
+    assert_eq!(store.kobo_exports(f.id, owner.id).await.unwrap().len(), 1);
+    assert!(
+        store
+            .kobo_exports(f.id, owner.id + 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.kobo_form_exports(f.id).await.unwrap().len(), 1);
+    assert!(
+        store
+            .kobo_form_exports(f.id + 1000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.expired_kobo_exports(9_999).await.unwrap().is_empty());
+    assert_eq!(store.expired_kobo_exports(10_000).await.unwrap().len(), 1);
+    store.delete_kobo_export(t.id).await.unwrap();
+    assert!(store.kobo_export("eTASK").await.unwrap().is_none());
+
+    // Redaction: every version rewritten in place, slots emptied, blob names returned once.
+    let versions = store.submission_versions(ids[0]).await.unwrap();
+    assert_eq!(versions.len(), 2);
+    let mut slots = Vec::new();
+    for v in &versions {
+        for a in store.submission_attachments(v.id).await.unwrap() {
+            assert_eq!(a.blob_name.as_deref(), Some("blobs/k1-photo"));
+            slots.push(a.id);
+        }
+    }
+    assert_eq!(slots.len(), 2);
+    let rewrites: Vec<VersionRewrite> = versions
+        .iter()
+        .map(|v| VersionRewrite {
+            version_id: v.id,
+            xml_sealed: b"<redacted/>".to_vec(),
+            xml_sha256: vec![9; 32],
+            xml_size: 11,
+            clear_instance_name: true,
+        })
+        .collect();
+    assert_eq!(
+        store.redact(&rewrites, &slots).await.unwrap(),
+        vec!["blobs/k1-photo".to_string()]
+    );
+    for v in store.submission_versions(ids[0]).await.unwrap() {
+        assert_eq!(v.xml_sealed, b"<redacted/>");
+        assert_eq!(
+            (v.xml_sha256, v.xml_size, v.instance_name),
+            (vec![9; 32], 11, None)
+        );
+        for a in store.submission_attachments(v.id).await.unwrap() {
+            assert_eq!((a.blob_name, a.size, a.sha256), (None, None, None));
+        }
+    }
+    store.scrub().await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn kobo_store_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    kobo_store(settings(&dir.path().join("data"), None)).await;
+}
+
+#[tokio::test]
+async fn kobo_store_postgres() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kobo_store(settings(dir.path(), Some(&db.url))).await;
+    db.drop_db().await;
+}

@@ -7,8 +7,10 @@ pub mod audits;
 pub mod data;
 pub mod forms;
 pub mod json;
+pub mod kobo_v2;
 pub mod project_key;
 pub mod projects;
+pub mod redactions;
 pub mod sessions;
 
 use axum::Router;
@@ -26,4 +28,6 @@ pub fn routes() -> Router<App> {
         .merge(audits::routes())
         .merge(data::routes())
         .merge(accounts::routes())
+        .merge(redactions::routes())
+        .merge(kobo_v2::routes())
 }

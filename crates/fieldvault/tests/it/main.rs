@@ -16,6 +16,7 @@ mod encrypted;
 mod harness;
 mod import;
 mod keys;
+mod kobo_api;
 mod odk_cli;
 mod openrosa;
 mod passwords;
