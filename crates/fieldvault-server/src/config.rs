@@ -374,6 +374,7 @@ pub struct Config {
     pub purge_after_days: u64,
     #[allow(missing_docs)]
     pub purge_interval_secs: u64,
+    #[allow(missing_docs)]
     pub signup_mode: SignupMode,
     #[allow(missing_docs)]
     pub session_idle_timeout_secs: u64,
