@@ -134,13 +134,18 @@ fn aad(object: &str) -> Vec<u8> {
     format!("fieldvault-backup:{object}").into_bytes()
 }
 
-/// A new backup id for `now_ms`: `20261127T104100Z-1a2b` (UTC; sorts by time).
+/// A new backup id for `now_ms`: `20261127T104100Z-123-1a2b` (UTC seconds, then milliseconds, so
+/// ids sort by time even for two backups within one second; then a random tag).
 pub fn new_id(now_ms: i64) -> Result<String, StoreError> {
     let t = std::time::UNIX_EPOCH
         + std::time::Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
     let text = humantime::format_rfc3339_seconds(t).to_string();
     let compact: String = text.chars().filter(|c| *c != '-' && *c != ':').collect();
-    Ok(format!("{compact}-{}", fieldvault_crypto::random::hex(2)?))
+    Ok(format!(
+        "{compact}-{:03}-{}",
+        now_ms.rem_euclid(1000),
+        fieldvault_crypto::random::hex(2)?
+    ))
 }
 
 /// Parses the time out of an id (Unix milliseconds).

@@ -438,6 +438,7 @@ fn submission_json(v: &DataView) -> Value {
             "deviceId": r.device_id,
             "userAgent": null,
             "createdAt": iso(r.updated_at.unwrap_or(r.created_at)),
+            "formVersion": r.form_version,
             "current": true,
         },
         "data": v.data,
