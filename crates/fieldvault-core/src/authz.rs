@@ -4,7 +4,9 @@
 //! code base decides who may do what. Verbs have stable `noun.verb` names shared by the audit log
 //! and the error catalogue, so renaming one is a compile error, not a data migration.
 //!
-//! Project roles follow ODK Central: a **manager** does everything in the project; a **viewer**
+//! Project roles follow ODK Central: a **manager** does everything in the project; an **editor**
+//! (KoboToolbox's "edit submissions") reads, submits and changes data — review states, edits,
+//! validation statuses — but cannot delete, redact or change forms; a **viewer**
 //! reads forms and data; a **data collector** lists, downloads and fills forms; an **app user**
 //! (a collector token) lists, downloads and fills only the forms assigned to it. A site
 //! administrator manages accounts and may create projects, but holds no implicit right to project
@@ -17,6 +19,8 @@ use crate::{CoreError, ProjectId, UserId};
 pub enum Role {
     /// Everything in the project.
     Manager,
+    /// Read, submit and change submissions; no deletion, redaction or form changes.
+    Editor,
     /// Read forms and submissions.
     Viewer,
     /// List, download and fill forms.
@@ -28,16 +32,23 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Manager => "manager",
+            Role::Editor => "editor",
             Role::Viewer => "viewer",
             Role::DataCollector => "formfill",
         }
     }
 
+    /// Every role, for the authorization matrix.
+    pub const ALL: &'static [Role] = &[
+        Role::Manager,
+        Role::Editor,
+        Role::Viewer,
+        Role::DataCollector,
+    ];
+
     /// Parses a stable name.
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Manager, Role::Viewer, Role::DataCollector]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        Role::ALL.iter().copied().find(|r| r.as_str() == s)
     }
 }
 
@@ -54,8 +65,13 @@ impl Scopes {
     pub const MANAGE_PROJECTS: Scopes = Scopes(4);
     /// Site administration.
     pub const ADMIN: Scopes = Scopes(8);
+    /// The account's own credentials: sessions, API tokens, second factor, password, deletion.
+    /// Only a password or a session carries it; it has no name, so no API token can: a leaked
+    /// token must not be able to mint more tokens, enrol a second factor or end its owner's
+    /// sessions.
+    pub const ACCOUNT: Scopes = Scopes(16);
     /// Everything the account itself may do.
-    pub const ALL: Scopes = Scopes(15);
+    pub const ALL: Scopes = Scopes(31);
     /// Stable names, as API clients send them.
     pub const NAMES: &'static [(&'static str, Scopes)] = &[
         ("data:read", Scopes::READ_DATA),
@@ -96,6 +112,11 @@ impl Scopes {
             .collect()
     }
 
+    /// Only the scopes held by both.
+    pub fn intersect(self, other: Scopes) -> Scopes {
+        Scopes(self.0 & other.0)
+    }
+
     /// True when every scope of `other` is held.
     pub fn contains(self, other: Scopes) -> bool {
         self.0 & other.0 == other.0
@@ -119,7 +140,9 @@ impl Scopes {
             | Verb::UserManage
             | Verb::UserInvite
             | Verb::KeysRotate
-            | Verb::ConfigRead => Scopes::ADMIN,
+            | Verb::ConfigRead
+            | Verb::RestrictionManage => Scopes::ADMIN,
+            Verb::AccountManage => Scopes::ACCOUNT,
         }
     }
 }
@@ -201,6 +224,10 @@ pub enum Verb {
     KeysRotate,
     /// Read the effective configuration.
     ConfigRead,
+    /// List and lift automatic rate-limit restrictions.
+    RestrictionManage,
+    /// Manage one's own account: sessions, API tokens, second factor, password, deletion.
+    AccountManage,
 }
 
 impl Verb {
@@ -224,6 +251,8 @@ impl Verb {
         Verb::AppUserManage,
         Verb::KeysRotate,
         Verb::ConfigRead,
+        Verb::RestrictionManage,
+        Verb::AccountManage,
     ];
 
     /// The stable `noun.verb` name.
@@ -247,6 +276,8 @@ impl Verb {
             Verb::AppUserManage => "app_user.manage",
             Verb::KeysRotate => "keys.rotate",
             Verb::ConfigRead => "config.read",
+            Verb::RestrictionManage => "restriction.manage",
+            Verb::AccountManage => "account.manage",
         }
     }
 
@@ -265,6 +296,7 @@ impl Verb {
                 | Verb::UserInvite
                 | Verb::KeysRotate
                 | Verb::ConfigRead
+                | Verb::RestrictionManage
         )
     }
 }
@@ -298,7 +330,17 @@ impl Resource {
 
 fn role_allows(role: Role, verb: Verb) -> bool {
     match role {
-        Role::Manager => !verb.site_level() && verb != Verb::ProjectCreate,
+        Role::Manager => {
+            !verb.site_level() && !matches!(verb, Verb::ProjectCreate | Verb::AccountManage)
+        }
+        Role::Editor => matches!(
+            verb,
+            Verb::ProjectRead
+                | Verb::FormRead
+                | Verb::SubmissionRead
+                | Verb::SubmissionCreate
+                | Verb::SubmissionUpdate
+        ),
         Role::Viewer => matches!(
             verb,
             Verb::ProjectRead | Verb::FormRead | Verb::SubmissionRead
@@ -338,7 +380,8 @@ pub fn authorize(actor: &Actor, verb: Verb, resource: Resource) -> Result<(), Co
                 _ => false,
             };
             let by_site = *superuser && *second_factor && verb.site_level();
-            let anyone = verb == Verb::ProjectCreate || public_form(verb, resource);
+            let anyone = matches!(verb, Verb::ProjectCreate | Verb::AccountManage)
+                || public_form(verb, resource);
             by_role || by_site || anyone
         }
         Actor::AppUser { project, forms, .. } => match resource {
@@ -376,7 +419,7 @@ mod tests {
             assert!(seen.insert(v.as_str()));
         }
         assert_eq!(Verb::parse("nope"), None);
-        for r in [Role::Manager, Role::Viewer, Role::DataCollector] {
+        for r in Role::ALL.iter().copied() {
             assert_eq!(Role::parse(r.as_str()), Some(r));
         }
     }
@@ -411,6 +454,7 @@ mod tests {
             Verb::FormUpdate,
             Verb::AppUserManage,
             Verb::ProjectCreate,
+            Verb::AccountManage,
         ] {
             assert!(authorize(&read_only, v, f).is_err(), "{v:?}");
         }
@@ -469,19 +513,45 @@ mod tests {
                     SubmissionDelete,
                     AppUserManage,
                     ProjectCreate,
+                    AccountManage,
+                ],
+            ),
+            (
+                &user(Some(Role::Editor), false),
+                f,
+                &[
+                    ProjectRead,
+                    FormRead,
+                    SubmissionRead,
+                    SubmissionCreate,
+                    SubmissionUpdate,
+                    ProjectCreate,
+                    AccountManage,
                 ],
             ),
             (
                 &user(Some(Role::Viewer), false),
                 f,
-                &[ProjectRead, FormRead, SubmissionRead, ProjectCreate],
+                &[
+                    ProjectRead,
+                    FormRead,
+                    SubmissionRead,
+                    ProjectCreate,
+                    AccountManage,
+                ],
             ),
             (
                 &user(Some(Role::DataCollector), false),
                 f,
-                &[ProjectRead, FormRead, SubmissionCreate, ProjectCreate],
+                &[
+                    ProjectRead,
+                    FormRead,
+                    SubmissionCreate,
+                    ProjectCreate,
+                    AccountManage,
+                ],
             ),
-            (&user(None, false), f, &[ProjectCreate]),
+            (&user(None, false), f, &[ProjectCreate, AccountManage]),
             (
                 &user(None, true),
                 f,
@@ -493,10 +563,16 @@ mod tests {
                     UserInvite,
                     KeysRotate,
                     ConfigRead,
+                    RestrictionManage,
                     ProjectCreate,
+                    AccountManage,
                 ],
             ),
-            (&user(Some(Role::Manager), false), other, &[ProjectCreate]),
+            (
+                &user(Some(Role::Manager), false),
+                other,
+                &[ProjectCreate, AccountManage],
+            ),
             (&app, f, &[FormRead, SubmissionCreate]),
             (&app, other, &[]),
             (&app, anon_form, &[FormRead, SubmissionCreate]),
@@ -506,7 +582,7 @@ mod tests {
             (
                 &user(None, false),
                 anon_form,
-                &[FormRead, SubmissionCreate, ProjectCreate],
+                &[FormRead, SubmissionCreate, ProjectCreate, AccountManage],
             ),
         ];
         for (actor, resource, allowed) in expect {
@@ -525,7 +601,8 @@ mod tests {
         };
         for v in Verb::ALL {
             assert!(
-                authorize(&no_2fa, *v, Resource::Site).is_ok() == (*v == ProjectCreate),
+                authorize(&no_2fa, *v, Resource::Site).is_ok()
+                    == matches!(*v, ProjectCreate | AccountManage),
                 "{v:?}"
             );
         }

@@ -34,6 +34,8 @@ pub struct App {
     pub auth_cache: Arc<crate::auth_cache::AuthCache>,
     /// Backups taken by this instance's scheduler.
     pub backup: crate::service::backup::SharedStatus,
+    /// API budgets and restrictions in force (service::budget).
+    pub budgets: Arc<crate::service::budget::Budgets>,
 }
 
 impl App {
@@ -79,6 +81,7 @@ impl App {
             hot: Arc::new(crate::service::hot_cache::HotCache::new(health)),
             auth_cache: Arc::new(crate::auth_cache::AuthCache::default()),
             backup: Arc::default(),
+            budgets: Arc::default(),
         })
     }
 }

@@ -155,6 +155,54 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "Comma-separated CIDRs from which the admin surface (`/v1/admin/…`, `/v1/audits`) answers; from anywhere else it answers 404 (M5).",
     },
     OptionDoc {
+        key: "limits.window_secs",
+        default: "60",
+        secret: false,
+        doc: "Length of one API-budget window, in seconds. Budgets below count requests per window; they are shared by every instance using the same database (each instance adds its counts there about once a second).",
+    },
+    OptionDoc {
+        key: "limits.api_per_window",
+        default: "600",
+        secret: false,
+        doc: "Requests per window allowed to one API token, and separately to one account (all its sessions and tokens together), on the JSON APIs. Past it: 429 with `Retry-After`.",
+    },
+    OptionDoc {
+        key: "limits.collector_per_window",
+        default: "6000",
+        secret: false,
+        doc: "Requests per window allowed to one collector (an app user, or an account using the OpenRosa endpoints): a larger budget of its own, so a field team syncing at the end of the day is never cut off by someone's script.",
+    },
+    OptionDoc {
+        key: "limits.anonymous_per_window",
+        default: "600",
+        secret: false,
+        doc: "Requests per window allowed to one IP address without credentials.",
+    },
+    OptionDoc {
+        key: "limits.restrict_factor",
+        default: "10",
+        secret: false,
+        doc: "Sustained excess: a token, account or collector that attempts more than this many times its budget …",
+    },
+    OptionDoc {
+        key: "limits.restrict_windows",
+        default: "10",
+        secret: false,
+        doc: "… in each of this many consecutive windows (default: over 10× budget for 10 minutes) is restricted automatically, with an audit event and a notice to its owner and the administrators, until an administrator lifts it. 0 turns automatic restriction off.",
+    },
+    OptionDoc {
+        key: "limits.restrict_mode",
+        default: "read_only",
+        secret: false,
+        doc: "What an automatic restriction does: `read_only` (reads still work; every change gets 403 `restricted`) or `suspended` (every request gets 403 `restricted`).",
+    },
+    OptionDoc {
+        key: "audit.retention_days",
+        default: "0",
+        secret: false,
+        doc: "Audit entries older than this many days are deleted (checked hourly); the chain stays verifiable from the oldest entry kept, whose predecessor's hash is kept as the anchor. 0 keeps every entry.",
+    },
+    OptionDoc {
         key: "signup.mode",
         default: "closed",
         secret: false,
@@ -302,6 +350,25 @@ impl SignupMode {
     }
 }
 
+/// What an automatic restriction does (`limits.restrict_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestrictMode {
+    /// Reads still work; changes are refused.
+    ReadOnly,
+    /// Every request is refused.
+    Suspended,
+}
+
+impl RestrictMode {
+    /// The configuration value (also stored on the restriction).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestrictMode::ReadOnly => "read_only",
+            RestrictMode::Suspended => "suspended",
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -377,6 +444,22 @@ pub struct Config {
     #[allow(missing_docs)]
     pub signup_mode: SignupMode,
     #[allow(missing_docs)]
+    pub limits_window_secs: u64,
+    #[allow(missing_docs)]
+    pub limits_api_per_window: u64,
+    #[allow(missing_docs)]
+    pub limits_collector_per_window: u64,
+    #[allow(missing_docs)]
+    pub limits_anonymous_per_window: u64,
+    #[allow(missing_docs)]
+    pub limits_restrict_factor: u64,
+    #[allow(missing_docs)]
+    pub limits_restrict_windows: u64,
+    #[allow(missing_docs)]
+    pub limits_restrict_mode: RestrictMode,
+    #[allow(missing_docs)]
+    pub audit_retention_days: u64,
+    #[allow(missing_docs)]
     pub session_idle_timeout_secs: u64,
     #[allow(missing_docs)]
     pub session_absolute_timeout_secs: u64,
@@ -425,6 +508,14 @@ impl Default for Config {
             purge_after_days: 30,
             purge_interval_secs: 3600,
             signup_mode: SignupMode::Closed,
+            limits_window_secs: 60,
+            limits_api_per_window: 600,
+            limits_collector_per_window: 6000,
+            limits_anonymous_per_window: 600,
+            limits_restrict_factor: 10,
+            limits_restrict_windows: 10,
+            limits_restrict_mode: RestrictMode::ReadOnly,
+            audit_retention_days: 0,
             session_idle_timeout_secs: 1800,
             session_absolute_timeout_secs: 43_200,
             log_format: LogFormat::Json,
@@ -451,6 +542,16 @@ fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
     v.trim()
         .parse()
         .map_err(|_| format!("{v:?} is not a valid number"))
+}
+
+/// A number within `lo..=hi`.
+fn ranged(v: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let n: u64 = parse_num(v)?;
+    if (lo..=hi).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be between {lo} and {hi}"))
+    }
 }
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -613,6 +714,26 @@ impl Config {
                 }
                 self.purge_interval_secs = n;
             }
+            "limits.window_secs" => {
+                self.limits_window_secs = ranged(v, 1, 3600)?;
+            }
+            "limits.api_per_window" => self.limits_api_per_window = ranged(v, 1, 10_000_000)?,
+            "limits.collector_per_window" => {
+                self.limits_collector_per_window = ranged(v, 1, 10_000_000)?;
+            }
+            "limits.anonymous_per_window" => {
+                self.limits_anonymous_per_window = ranged(v, 1, 10_000_000)?;
+            }
+            "limits.restrict_factor" => self.limits_restrict_factor = ranged(v, 1, 1000)?,
+            "limits.restrict_windows" => self.limits_restrict_windows = ranged(v, 0, 1440)?,
+            "limits.restrict_mode" => {
+                self.limits_restrict_mode = match v {
+                    "read_only" => RestrictMode::ReadOnly,
+                    "suspended" => RestrictMode::Suspended,
+                    _ => return Err(format!("{v:?} is not `read_only` or `suspended`")),
+                }
+            }
+            "audit.retention_days" => self.audit_retention_days = ranged(v, 0, 36_500)?,
             "signup.mode" => {
                 self.signup_mode = match v {
                     "closed" => SignupMode::Closed,
@@ -813,6 +934,14 @@ impl Config {
             "data.purge_after_days" => self.purge_after_days.to_string(),
             "data.purge_interval_secs" => self.purge_interval_secs.to_string(),
             "signup.mode" => self.signup_mode.as_str().into(),
+            "limits.window_secs" => self.limits_window_secs.to_string(),
+            "limits.api_per_window" => self.limits_api_per_window.to_string(),
+            "limits.collector_per_window" => self.limits_collector_per_window.to_string(),
+            "limits.anonymous_per_window" => self.limits_anonymous_per_window.to_string(),
+            "limits.restrict_factor" => self.limits_restrict_factor.to_string(),
+            "limits.restrict_windows" => self.limits_restrict_windows.to_string(),
+            "limits.restrict_mode" => self.limits_restrict_mode.as_str().into(),
+            "audit.retention_days" => self.audit_retention_days.to_string(),
             "session.idle_timeout_secs" => self.session_idle_timeout_secs.to_string(),
             "session.absolute_timeout_secs" => self.session_absolute_timeout_secs.to_string(),
             "log.format" => match self.log_format {

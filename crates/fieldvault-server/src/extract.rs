@@ -21,7 +21,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine as _;
-use fieldvault_core::{Actor, Scopes};
+use fieldvault_core::{Actor, Resource, Scopes, Verb};
 use fieldvault_crypto::SecretString;
 use fieldvault_store::UserRow;
 
@@ -29,6 +29,7 @@ use crate::App;
 use crate::middleware::access_log::AuthSlot;
 use crate::middleware::client_ip::ClientInfo;
 use crate::problem::ApiError;
+use crate::service::budget::{self, Class};
 use crate::service::{self, ServiceError};
 
 /// Prefix of session tokens.
@@ -63,6 +64,8 @@ pub struct AuthUser {
     pub session: Option<[u8; 32]>,
     /// True when the session came in a cookie (a browser).
     pub cookie: bool,
+    /// The API token's id, when the caller used one (its own budget and restrictions).
+    pub token_id: Option<i64>,
 }
 
 impl FromRequestParts<App> for AuthUser {
@@ -79,6 +82,30 @@ impl FromRequestParts<App> for AuthUser {
     }
 }
 
+/// A signed-in account acting on its own credentials (sessions, tokens, second factor, password,
+/// deletion). Authorized as [`Verb::AccountManage`], which no API token holds: a leaked token
+/// cannot mint more tokens, enrol a second factor or sign its owner out.
+pub struct AccountOwner(pub AuthUser);
+
+impl FromRequestParts<App> for AccountOwner {
+    type Rejection = ApiError;
+
+    #[tracing::instrument(skip_all)]
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let who = AuthUser::from_request_parts(parts, app).await?;
+        who.authorize_self_service()?;
+        Ok(AccountOwner(who))
+    }
+}
+
+impl AuthUser {
+    /// Refuses (403) a credential that may not manage the account itself (an API token).
+    pub fn authorize_self_service(&self) -> Result<(), ApiError> {
+        fieldvault_core::authorize(&self.actor, Verb::AccountManage, Resource::Site)
+            .map_err(|e| ServiceError::Core(e).into())
+    }
+}
+
 /// A caller that may be signed in. Unlike `Option<AuthUser>`, credentials that are present but
 /// wrong are still a 401, never quietly "nobody" (realworld's `MaybeAuthUser`).
 pub struct MaybeAuthUser(pub Option<AuthUser>);
@@ -92,12 +119,23 @@ impl FromRequestParts<App> for MaybeAuthUser {
     }
 }
 
-/// Authenticates the `Authorization` header, or else a session cookie; `None` when there is
-/// neither.
+/// Authenticates the `Authorization` header, or else a session cookie, for the JSON APIs; `None`
+/// when there is neither. Draws on the caller's API budget (see [`budget`]).
 pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, ApiError> {
-    let who = match authenticate_credentials(parts, app).await? {
-        Some(who) => who,
-        None => return Ok(None),
+    authenticate_as(parts, app, Class::Api).await
+}
+
+/// [`authenticate`], drawing on the budget of `class`: the OpenRosa endpoints use the larger
+/// collector budget.
+pub async fn authenticate_as(
+    parts: &Parts,
+    app: &App,
+    class: Class,
+) -> Result<Option<AuthUser>, ApiError> {
+    let who = authenticate_credentials(parts, app).await?;
+    spend_budget(parts, app, class, who.as_ref()).await?;
+    let Some(who) = who else {
+        return Ok(None);
     };
     if who.user.require_2fa
         && !ENROLMENT_PATHS.contains(&parts.uri.path())
@@ -109,6 +147,62 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<AuthUser>, 
         });
     }
     Ok(Some(who))
+}
+
+/// Whether the request changes something (what a read-only restriction refuses).
+pub fn changes(parts: &Parts) -> bool {
+    !matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    )
+}
+
+/// Refuses restricted callers, then counts the request against each budget it draws on: a
+/// token's own and its account's, or an account's, or (without credentials) the client IP's.
+async fn spend_budget(
+    parts: &Parts,
+    app: &App,
+    class: Class,
+    who: Option<&AuthUser>,
+) -> Result<(), ApiError> {
+    let b = &app.budgets;
+    let c = &app.config;
+    let Some(who) = who else {
+        let Some(client) = parts.extensions.get::<ClientInfo>() else {
+            return Ok(());
+        };
+        let key = budget::ip_key(client.ip);
+        return Ok(b
+            .spend(app, &key, c.limits_anonymous_per_window, None)
+            .await?);
+    };
+    let uid = who.user.id;
+    let user = format!("user:{uid}");
+    // Signing out and reading one's own account stay possible under any restriction.
+    let exempt = parts.uri.path().starts_with("/v1/sessions");
+    if !exempt {
+        b.check_restricted(&user, changes(parts))?;
+        if let Some(t) = who.token_id {
+            b.check_restricted(&format!("token:{t}"), changes(parts))?;
+        }
+    }
+    match class {
+        Class::Api => {
+            if let Some(t) = who.token_id {
+                let key = format!("token:{t}");
+                b.spend(app, &key, c.limits_api_per_window, Some(uid))
+                    .await?;
+            }
+            b.spend(app, &user, c.limits_api_per_window, Some(uid))
+                .await?;
+        }
+        Class::Collector => {
+            let key = format!("collector:{uid}");
+            b.spend(app, &key, c.limits_collector_per_window, Some(uid))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn authenticate_credentials(parts: &Parts, app: &App) -> Result<Option<AuthUser>, ApiError> {
@@ -142,6 +236,7 @@ async fn authenticate_credentials(parts: &Parts, app: &App) -> Result<Option<Aut
                     user,
                     session: Some(hash),
                     cookie: false,
+                    token_id: None,
                 }
             } else if rest.starts_with(API_TOKEN_PREFIX)
                 || (scheme.eq_ignore_ascii_case("token") && is_kobo_key(rest))
@@ -166,6 +261,7 @@ async fn authenticate_credentials(parts: &Parts, app: &App) -> Result<Option<Aut
                     user,
                     session: None,
                     cookie: false,
+                    token_id: Some(token.id),
                 }
             } else {
                 return Err(failed());
@@ -233,6 +329,7 @@ async fn authenticate_credentials(parts: &Parts, app: &App) -> Result<Option<Aut
                 user,
                 session: None,
                 cookie: false,
+                token_id: None,
             }
         }
         _ => return Err(failed()),
@@ -307,6 +404,7 @@ async fn cookie_session(parts: &Parts, app: &App) -> Result<Option<AuthUser>, Ap
         user,
         session: Some(hash),
         cookie: true,
+        token_id: None,
     }))
 }
 

@@ -81,6 +81,21 @@ pub enum ApiError {
         /// Seconds to wait.
         retry_after_secs: u64,
     },
+    /// 429: the caller's request budget for this window is spent (`limits.*`).
+    #[error("over budget")]
+    OverBudget {
+        /// Seconds until the window ends.
+        retry_after_secs: u64,
+    },
+    /// 403: restricted after sustained excess over the request budget, until an administrator
+    /// lifts it.
+    #[error("restricted")]
+    Restricted {
+        /// What is restricted (`token:12`, `user:3`, `app_user:7`).
+        subject: String,
+        /// `read_only` or `suspended`.
+        mode: &'static str,
+    },
     /// 503 with a reason worth showing (the intake journal is full); retry later.
     #[error("{message}")]
     Busy {
@@ -162,6 +177,18 @@ impl ApiError {
                 "auth.rate_limited",
                 format!("Too many attempts. Try again in {retry_after_secs} seconds."),
             ),
+            ApiError::OverBudget { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("Request budget used up for now; try again in {retry_after_secs} seconds."),
+            ),
+            ApiError::Restricted { subject, mode } => (
+                StatusCode::FORBIDDEN,
+                "restricted",
+                format!(
+                    "{subject} is restricted ({mode}) after sustained excess over its request budget; an administrator can lift the restriction."
+                ),
+            ),
             ApiError::Busy { code, message } => {
                 (StatusCode::SERVICE_UNAVAILABLE, code, message.clone())
             }
@@ -206,7 +233,8 @@ impl IntoResponse for ApiError {
             ApiError::Internal(cause) | ApiError::Unavailable(cause) => {
                 resp.extensions_mut().insert(InternalCause(cause.clone()));
             }
-            ApiError::RateLimited { retry_after_secs } => {
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::OverBudget { retry_after_secs } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
                     resp.headers_mut().insert(header::RETRY_AFTER, v);
                 }
@@ -239,6 +267,22 @@ impl From<CoreError> for ApiError {
                 message: format!("{field}: {reason}"),
             },
             CoreError::Denied { verb } => ApiError::Forbidden { verb },
+        }
+    }
+}
+
+impl From<crate::service::budget::Refusal> for ApiError {
+    fn from(r: crate::service::budget::Refusal) -> Self {
+        use crate::service::budget::{Mode, Refusal};
+        match r {
+            Refusal::OverBudget { retry_after_secs } => ApiError::OverBudget { retry_after_secs },
+            Refusal::Restricted { subject, mode } => ApiError::Restricted {
+                subject,
+                mode: match mode {
+                    Mode::ReadOnly => "read_only",
+                    Mode::Suspended => "suspended",
+                },
+            },
         }
     }
 }

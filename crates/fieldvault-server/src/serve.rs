@@ -20,6 +20,8 @@ pub async fn run(
 ) -> Result<(), String> {
     let config = app.config.clone();
     crate::service::data::spawn_purge(app.clone());
+    crate::service::budget::spawn_flush(app.clone());
+    crate::service::audit::spawn_retention(app.clone());
     let handle = Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {

@@ -44,6 +44,9 @@ impl Drop for StrengthQuery {
 /// evaluation the server applies when the password is set. The candidate is never logged or
 /// stored.
 pub async fn password_strength(
+    // Authenticating draws on the caller's budget (the IP's when anonymous): the meter is rate
+    // limited like every other endpoint.
+    _who: crate::extract::MaybeAuthUser,
     crate::api::json::AppJson(q): crate::api::json::AppJson<StrengthQuery>,
 ) -> Json<Value> {
     let s =

@@ -88,6 +88,7 @@ pub enum Verified {
 pub struct Verifier {
     prev: Vec<u8>,
     next_seq: i64,
+    checked: i64,
     broken: Option<Verified>,
 }
 
@@ -96,12 +97,31 @@ impl Default for Verifier {
         Self {
             prev: vec![0u8; 32],
             next_seq: 1,
+            checked: 0,
             broken: None,
         }
     }
 }
 
 impl Verifier {
+    /// Starts after the retention anchor: `(seq, hash)` of the newest entry retention deleted.
+    pub fn from_anchor(anchor: Option<(i64, Vec<u8>)>) -> Self {
+        match anchor {
+            Some((seq, hash)) if seq > 0 => Self {
+                prev: hash,
+                next_seq: seq + 1,
+                checked: 0,
+                broken: None,
+            },
+            _ => Self::default(),
+        }
+    }
+
+    /// The seq after which entries are expected (the anchor's, or 0).
+    pub fn start_after(&self) -> i64 {
+        self.next_seq - 1
+    }
+
     /// Feeds the next entry (in `seq` order). After the first problem, further entries are ignored.
     pub fn push(&mut self, r: &AuditRow) {
         if self.broken.is_some() {
@@ -140,6 +160,7 @@ impl Verifier {
         }
         self.prev = r.hash.clone();
         self.next_seq += 1;
+        self.checked += 1;
     }
 
     /// The verdict, given the recorded head (which catches entries cut from the end).
@@ -159,7 +180,9 @@ impl Verifier {
                 seq: 1,
                 reason: "the chain head is missing".into(),
             },
-            _ => Verified::Intact { entries: last },
+            _ => Verified::Intact {
+                entries: self.checked,
+            },
         }
     }
 }
@@ -184,4 +207,11 @@ pub trait AuditStore: Send + Sync {
 
     /// The chain head: (seq, hash) of the newest entry.
     async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+
+    /// The retention anchor: (seq, hash) of the newest entry deleted by retention, if any.
+    async fn audit_anchor(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+
+    /// Deletes entries written before `before_at` (never the newest one) and moves the anchor to
+    /// the newest deleted; returns how many were deleted.
+    async fn audit_prune(&self, before_at: i64) -> Result<u64, StoreError>;
 }

@@ -18,6 +18,7 @@ pub mod keyfile;
 pub mod keyring;
 pub mod kobo;
 pub mod lifecycle;
+pub mod limits;
 pub mod model;
 pub mod open;
 pub mod postgres;
@@ -42,6 +43,7 @@ pub use forms::{
 pub use keyring::Keyring;
 pub use kobo::{KoboExportRow, KoboRecord, KoboStore, NewKoboExport, VersionRewrite};
 pub use lifecycle::{InviteRow, LifecycleStore, NewInvite, PasswordResetRow};
+pub use limits::{BudgetDelta, LimitStore, NoticeRow, RestrictionRow};
 pub use model::{DataKeyRow, NewProject, NewUser, ProjectRow, UserRow, now_ms};
 pub use open::{MasterKeySource, Opened, StorageSettings, open};
 pub use project_keys::{KeyedDef, ProjectKeyRow, ProjectKeyStore};
@@ -88,6 +90,7 @@ pub trait Store:
     + TwoFactorStore
     + ProjectKeyStore
     + LifecycleStore
+    + LimitStore
     + Send
     + Sync
     + 'static

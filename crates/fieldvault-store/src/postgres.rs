@@ -58,3 +58,4 @@ crate::sql::two_factor_store_impl!(PgStore);
 crate::sql::project_key_store_impl!(PgStore, "BEGIN");
 crate::sql::data_store_impl!(PgStore, "BEGIN");
 crate::sql::lifecycle_store_impl!(PgStore, "BEGIN");
+crate::sql::limit_store_impl!(PgStore, "BEGIN");

@@ -100,3 +100,4 @@ crate::sql::two_factor_store_impl!(SqliteStore);
 crate::sql::project_key_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
 crate::sql::data_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
 crate::sql::lifecycle_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
+crate::sql::limit_store_impl!(SqliteStore, "BEGIN IMMEDIATE");

@@ -2256,3 +2256,152 @@ async fn kobo_store_postgres() {
     kobo_store(settings(dir.path(), Some(&db.url))).await;
     db.drop_db().await;
 }
+
+/// Budget counters, restrictions (one in force per subject), notices, and audit retention: the
+/// same on both backends.
+async fn limits(settings: StorageSettings) {
+    use fieldvault_store::audit_chain::{Verifier, verify};
+    use fieldvault_store::{BudgetDelta, NewAudit};
+    let opened = open(&settings, true).await.unwrap();
+    let store = opened.store.clone();
+    let d = |k: &str, w: i64, n: i64| BudgetDelta {
+        key: k.into(),
+        window_start: w,
+        attempts: n,
+    };
+    assert_eq!(
+        store
+            .budget_add(&[d("token:1", 0, 5), d("user:1", 0, 2)])
+            .await
+            .unwrap(),
+        vec![5, 2]
+    );
+    assert_eq!(
+        store.budget_add(&[d("token:1", 0, 3)]).await.unwrap(),
+        vec![8]
+    );
+    store
+        .budget_add(&[d("token:1", 60, 9), d("token:1", 120, 1)])
+        .await
+        .unwrap();
+    assert_eq!(store.budget_get("token:1", 0).await.unwrap(), 8);
+    assert_eq!(store.budget_get("token:9", 0).await.unwrap(), 0);
+    assert_eq!(store.budget_windows_over("token:1", 0, 8).await.unwrap(), 2);
+    assert_eq!(
+        store.budget_windows_over("token:1", 60, 8).await.unwrap(),
+        1
+    );
+
+    let admin = store
+        .create_user(&NewUser {
+            superuser: true,
+            ..user("boss")
+        })
+        .await
+        .unwrap();
+    let owner = store.create_user(&user("owner")).await.unwrap();
+    assert_eq!(store.superuser_ids().await.unwrap(), vec![admin.id]);
+    let r = store
+        .restrict("token:1", "read_only", "why", &[admin.id, owner.id], 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    // One in force per subject.
+    assert!(
+        store
+            .restrict("token:1", "suspended", "again", &[admin.id], 1001)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.active_restrictions().await.unwrap(), vec![r.clone()]);
+    let n = store.notices(owner.id, 10).await.unwrap();
+    assert_eq!(n.len(), 1);
+    assert!(n[0].message.contains("token:1") && n[0].read_at.is_none());
+    assert_eq!(store.mark_notices_read(owner.id, 2000).await.unwrap(), 1);
+    assert_eq!(
+        store.notices(owner.id, 10).await.unwrap()[0].read_at,
+        Some(2000)
+    );
+    let lifted = store
+        .lift_restriction(r.id, "user:boss", 3000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (lifted.lifted_at, lifted.lifted_by.as_deref()),
+        (Some(3000), Some("user:boss"))
+    );
+    assert!(
+        store
+            .lift_restriction(r.id, "user:boss", 3001)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.active_restrictions().await.unwrap().is_empty());
+    // Lifting forgets the subject's counters; a new restriction may follow.
+    assert_eq!(store.budget_get("token:1", 0).await.unwrap(), 0);
+    assert!(
+        store
+            .restrict("token:1", "suspended", "again", &[], 4000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.restrictions(10).await.unwrap().len(), 2);
+    assert_eq!(store.budget_prune(100).await.unwrap(), 1); // user:1 at window 0
+    assert_eq!(store.budget_get("user:1", 0).await.unwrap(), 0);
+
+    // Audit retention: prune all but the newest, then the chain verifies from the anchor.
+    for i in 0..4 {
+        store
+            .append_audit(&NewAudit {
+                actor: "cli:t".into(),
+                action: "test.entry".into(),
+                target: None,
+                details: format!("{{\"i\":{i}}}"),
+            })
+            .await
+            .unwrap();
+    }
+    let head = store.audit_head().await.unwrap();
+    let before = head.as_ref().unwrap().0;
+    let deleted = store.audit_prune(i64::MAX).await.unwrap();
+    assert_eq!(deleted, u64::try_from(before - 1).unwrap());
+    let anchor = store.audit_anchor().await.unwrap();
+    assert_eq!(anchor.as_ref().unwrap().0, before - 1);
+    let rows = store.audit_entries(0, 100).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let mut v = Verifier::from_anchor(anchor);
+    for r in &rows {
+        v.push(r);
+    }
+    assert_eq!(
+        v.finish(head.clone()),
+        fieldvault_store::audit_chain::Verified::Intact { entries: 1 }
+    );
+    // Without the anchor, the kept entry does not follow from the start.
+    assert!(matches!(
+        verify(&rows, head),
+        fieldvault_store::audit_chain::Verified::Broken { .. }
+    ));
+    assert_eq!(store.audit_prune(i64::MAX).await.unwrap(), 0);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn limits_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    limits(settings(&dir.path().join("data"), None)).await;
+}
+
+#[tokio::test]
+async fn limits_postgres() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    limits(settings(dir.path(), Some(&db.url))).await;
+    db.drop_db().await;
+}

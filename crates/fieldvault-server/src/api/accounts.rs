@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::json::{AppJson, iso};
 use crate::App;
-use crate::extract::{AuthUser, MaybeAuthUser};
+use crate::extract::{AccountOwner, AuthUser, MaybeAuthUser};
 use crate::middleware::client_ip::ClientInfo;
 use crate::problem::ApiError;
 use crate::service::accounts;
@@ -157,6 +157,9 @@ async fn change_password(
     MaybeAuthUser(who): MaybeAuthUser,
     AppJson(b): AppJson<PasswordBody>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(w) = &who {
+        w.authorize_self_service()?;
+    }
     let ended = accounts::change_password(
         &app,
         accounts::PasswordChange {
@@ -286,7 +289,7 @@ impl Drop for DeleteBody {
 async fn delete_own(
     State(app): State<App>,
     client: Client,
-    who: AuthUser,
+    AccountOwner(who): AccountOwner,
     AppJson(b): AppJson<DeleteBody>,
 ) -> Result<Json<Value>, ApiError> {
     let d = accounts::delete_own(

@@ -11,6 +11,7 @@ pub mod kobo_v2;
 pub mod project_key;
 pub mod projects;
 pub mod redactions;
+pub mod restrictions;
 pub mod sessions;
 
 use axum::Router;
@@ -29,5 +30,6 @@ pub fn routes() -> Router<App> {
         .merge(data::routes())
         .merge(accounts::routes())
         .merge(redactions::routes())
+        .merge(restrictions::routes())
         .merge(kobo_v2::routes())
 }

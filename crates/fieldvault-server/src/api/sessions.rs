@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::json::{AppJson, iso, iso_opt};
 use crate::App;
-use crate::extract::AuthUser;
+use crate::extract::{AccountOwner, AuthUser};
 use crate::problem::ApiError;
 use crate::service::sessions;
 
@@ -156,7 +156,7 @@ async fn current(
 /// browser alike, and clears this browser's cookie.
 async fn logout_all(
     State(app): State<App>,
-    who: AuthUser,
+    AccountOwner(who): AccountOwner,
     client: Option<axum::Extension<crate::middleware::client_ip::ClientInfo>>,
 ) -> Result<Response, ApiError> {
     let n = sessions::end_all(&app, &who.user).await?;
@@ -167,7 +167,7 @@ async fn logout_all(
 
 async fn end(
     State(app): State<App>,
-    who: AuthUser,
+    AccountOwner(who): AccountOwner,
     Path(token): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     sessions::end(&app, &who.user, &token).await?;
@@ -188,7 +188,10 @@ async fn end_current(
     Ok(resp)
 }
 
-async fn end_all(State(app): State<App>, who: AuthUser) -> Result<Json<Value>, ApiError> {
+async fn end_all(
+    State(app): State<App>,
+    AccountOwner(who): AccountOwner,
+) -> Result<Json<Value>, ApiError> {
     let n = sessions::end_all(&app, &who.user).await?;
     Ok(Json(json!({"success": true, "ended": n})))
 }
@@ -220,7 +223,7 @@ fn token_json(r: &fieldvault_store::ApiTokenRow, token: Option<&str>) -> Value {
 
 async fn create_token(
     State(app): State<App>,
-    who: AuthUser,
+    AccountOwner(who): AccountOwner,
     AppJson(body): AppJson<NewToken>,
 ) -> Result<Json<Value>, ApiError> {
     let t = sessions::create_token(
@@ -235,7 +238,10 @@ async fn create_token(
     Ok(Json(token_json(&t.row, Some(t.token.expose()))))
 }
 
-async fn list(State(app): State<App>, who: AuthUser) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(app): State<App>,
+    AccountOwner(who): AccountOwner,
+) -> Result<Json<Value>, ApiError> {
     let rows = sessions::tokens(&app, &who.user).await?;
     Ok(Json(Value::Array(
         rows.iter().map(|r| token_json(r, None)).collect(),
@@ -244,7 +250,7 @@ async fn list(State(app): State<App>, who: AuthUser) -> Result<Json<Value>, ApiE
 
 async fn revoke(
     State(app): State<App>,
-    who: AuthUser,
+    AccountOwner(who): AccountOwner,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
@@ -258,7 +264,10 @@ struct Code {
     code: String,
 }
 
-async fn enroll(State(app): State<App>, who: AuthUser) -> Result<Json<Value>, ApiError> {
+async fn enroll(
+    State(app): State<App>,
+    AccountOwner(who): AccountOwner,
+) -> Result<Json<Value>, ApiError> {
     let (secret, url) = crate::service::two_factor::enroll(&app, &who.user).await?;
     let svg = crate::service::two_factor::qr_svg(&url)?;
     Ok(Json(
@@ -268,7 +277,7 @@ async fn enroll(State(app): State<App>, who: AuthUser) -> Result<Json<Value>, Ap
 
 async fn confirm(
     State(app): State<App>,
-    who: AuthUser,
+    AccountOwner(who): AccountOwner,
     AppJson(c): AppJson<Code>,
 ) -> Result<Json<Value>, ApiError> {
     let codes = crate::service::two_factor::confirm(&app, &who.user, &c.code).await?;
@@ -277,7 +286,7 @@ async fn confirm(
 
 async fn disable(
     State(app): State<App>,
-    who: AuthUser,
+    AccountOwner(who): AccountOwner,
     AppJson(c): AppJson<Code>,
 ) -> Result<Json<Value>, ApiError> {
     crate::service::two_factor::disable(&app, &who.user, &c.code).await?;

@@ -40,6 +40,13 @@ impl FromRequestParts<App> for Caller {
             }
             let hash = fieldvault_crypto::mac::sha256(token.as_bytes());
             let (user, forms) = app_user(app, hash).await?;
+            let subject = format!("app_user:{}", user.id);
+            app.budgets
+                .check_restricted(&subject, crate::extract::changes(parts))?;
+            let c = &app.config;
+            app.budgets
+                .spend(app, &subject, c.limits_collector_per_window, None)
+                .await?;
             if let Some(s) = &slot {
                 s.record(&format!("app-user:{}", user.id), "app-user");
             }
@@ -52,16 +59,19 @@ impl FromRequestParts<App> for Caller {
                 key: Some(token.to_owned()),
             });
         }
-        Ok(match crate::extract::authenticate(parts, app).await? {
-            Some(a) => Caller {
-                actor: a.actor,
-                key: None,
+        let class = crate::service::budget::Class::Collector;
+        Ok(
+            match crate::extract::authenticate_as(parts, app, class).await? {
+                Some(a) => Caller {
+                    actor: a.actor,
+                    key: None,
+                },
+                None => Caller {
+                    actor: Actor::Anonymous,
+                    key: None,
+                },
             },
-            None => Caller {
-                actor: Actor::Anonymous,
-                key: None,
-            },
-        })
+        )
     }
 }
 

@@ -65,8 +65,8 @@ pub async fn verify_all(store: &dyn Store, actor: &Actor) -> Result<Verified, Se
     // Read the head first: entries appended while we walk are beyond it and not judged.
     let head = store.audit_head().await?;
     let end = head.as_ref().map_or(0, |h| h.0);
-    let mut v = Verifier::default();
-    let mut after = 0;
+    let mut v = Verifier::from_anchor(store.audit_anchor().await?);
+    let mut after = v.start_after();
     while after < end {
         let batch = store
             .audit_entries(after, VERIFY_BATCH.min(end - after))
@@ -78,4 +78,52 @@ pub async fn verify_all(store: &dyn Store, actor: &Actor) -> Result<Verified, Se
         }
     }
     Ok(v.finish(head))
+}
+
+/// Deletes entries written before `before_at` (audit retention), keeping the chain verifiable
+/// from the anchor, and records the deletion as an entry of its own. Returns how many went.
+pub async fn prune(store: &dyn Store, actor: &Actor, before_at: i64) -> Result<u64, ServiceError> {
+    authorize(actor, Verb::ConfigRead, Resource::Site)?;
+    let deleted = store.audit_prune(before_at).await?;
+    if deleted > 0 {
+        let anchor = store.audit_anchor().await?;
+        record(
+            store,
+            actor_name(actor, None),
+            "audit.prune",
+            None,
+            serde_json::json!({
+                "deleted": deleted,
+                "before": before_at,
+                "anchorSeq": anchor.as_ref().map(|a| a.0),
+                "anchorHash": anchor.map(|a| fieldvault_crypto::random::to_hex(&a.1)),
+            }),
+        )
+        .await?;
+    }
+    Ok(deleted)
+}
+
+/// Applies `audit.retention_days` hourly (and once at start); nothing when it is 0.
+pub fn spawn_retention(app: crate::App) {
+    let days = app.config.audit_retention_days;
+    if days == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        let actor = Actor::Operator {
+            os_user: "retention".into(),
+        };
+        let keep_ms = i64::try_from(days).unwrap_or(36_500) * 86_400_000;
+        loop {
+            tick.tick().await;
+            let before = fieldvault_store::now_ms() - keep_ms;
+            match prune(app.store.as_ref(), &actor, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "audit retention removed old entries"),
+                Err(e) => tracing::warn!(error = %e, "audit retention failed"),
+            }
+        }
+    });
 }

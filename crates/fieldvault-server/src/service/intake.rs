@@ -181,7 +181,10 @@ pub async fn prepare(
             anonymous: form.anonymous,
         };
         if authorize(&actor, Verb::SubmissionCreate, resource).is_err() {
-            denied = true;
+            // A member without the right hears 403; an outsider may not learn the form exists.
+            if authorize(&actor, Verb::ProjectRead, Resource::Project(pid)).is_ok() {
+                denied = true;
+            }
             continue;
         }
         if project.archived || form.state == "closed" {

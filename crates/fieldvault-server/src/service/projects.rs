@@ -204,7 +204,7 @@ fn parse_role(s: &str) -> Result<Role, ServiceError> {
         _ => None,
     };
     by_id.or_else(|| Role::parse(s)).ok_or_else(|| {
-        CoreError::invalid("role", "must be one of manager, viewer or formfill").into()
+        CoreError::invalid("role", "must be one of manager, editor, viewer or formfill").into()
     })
 }
 

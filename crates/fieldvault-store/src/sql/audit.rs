@@ -66,6 +66,48 @@ macro_rules! audit_store_impl {
                     .fetch_optional(&self.pool)
                     .await?)
             }
+
+            async fn audit_anchor(&self) -> Result<Option<(i64, Vec<u8>)>, $crate::StoreError> {
+                let row: Option<(i64, Option<Vec<u8>>)> =
+                    sqlx::query_as("SELECT anchor_seq, anchor_hash FROM audit_head WHERE id = 1")
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.and_then(|(seq, hash)| hash.map(|h| (seq, h))))
+            }
+
+            async fn audit_prune(&self, before_at: i64) -> Result<u64, $crate::StoreError> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let head: Option<(i64,)> =
+                    sqlx::query_as(concat!("SELECT seq FROM audit_head WHERE id = 1", $lock))
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((head_seq,)) = head else {
+                    return Ok(0);
+                };
+                let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT seq, hash FROM audit_log WHERE at < $1 AND seq < $2 \
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(before_at)
+                .bind(head_seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((seq, hash)) = last else {
+                    return Ok(0);
+                };
+                let deleted = sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("UPDATE audit_head SET anchor_seq = $1, anchor_hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
         }
     };
 }

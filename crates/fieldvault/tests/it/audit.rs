@@ -246,3 +246,59 @@ async fn admin_surface_only_from_the_allowlist() {
     );
     assert!(srv.stop());
 }
+
+/// Retention deletes old entries but the rest stays verifiable from the anchor, the deletion is
+/// itself audited, and tampering with what is kept (or with the anchor) is still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_rest_verifiable() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("FIELDVAULT_DATABASE_URL", db.url.as_str())];
+    let srv = Server::start(dir.path(), &env);
+    create_user(dir.path(), &env, "carol", false);
+    activity(&srv).await;
+    assert!(srv.stop());
+    let (ok, before, _) = verify(dir.path(), &env);
+    assert!(ok);
+    let mut prune = cmd(dir.path());
+    prune.args(["audit", "prune", "--older-than-days", "0"]);
+    for (k, v) in env {
+        prune.env(k, v);
+    }
+    let (ok, out, err) = run(prune, "");
+    assert!(ok, "{out} {err}");
+    let deleted: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(deleted >= 3, "{out}");
+    // Kept: the newest entry before the prune and the prune's own entry.
+    let (ok, after, err) = verify(dir.path(), &env);
+    assert!(ok, "{err}");
+    assert!(after.contains("2 entries"), "{before} → {after}");
+    let psql = |sql: &str| {
+        let out = std::process::Command::new("psql")
+            .arg(&db.url)
+            .args(["-qtA", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        psql("SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1"),
+        "audit.prune"
+    );
+    // A forged anchor (to hide a deleted kept entry) breaks the chain.
+    psql("UPDATE audit_head SET anchor_hash = sha256('forged'::bytea)");
+    let (ok, _, err) = verify(dir.path(), &env);
+    assert!(!ok && err.contains("does not follow"), "{err}");
+    db.drop_db().await;
+}

@@ -21,7 +21,7 @@ enum Who {
 async fn every_caller_against_every_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &[]);
-    for u in ["alice", "bob", "carol", "dave"] {
+    for u in ["alice", "bob", "carol", "dave", "erin"] {
         create_user(dir.path(), &[], u, false);
     }
     let admin = crate::harness::admin_session(&srv, dir.path(), &[], "admin").await;
@@ -57,7 +57,17 @@ async fn every_caller_against_every_endpoint() {
         .await
         .unwrap();
     let carol = ids["id"].as_i64().unwrap();
-    for (role, uid) in [("viewer", bob), ("formfill", carol)] {
+    let ids: Value = c
+        .get(srv.url("/v1/users/current"))
+        .basic_auth("erin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let erin = ids["id"].as_i64().unwrap();
+    for (role, uid) in [("viewer", bob), ("formfill", carol), ("editor", erin)] {
         let r = c
             .post(srv.url(&format!("/v1/projects/{pid}/assignments/{role}/{uid}")))
             .basic_auth("alice", Some(PASSWORD))
@@ -273,5 +283,96 @@ async fn every_caller_against_every_endpoint() {
         "authorization matrix:\n{}",
         failures.join("\n")
     );
+
+    // The editor role, the account's own credentials (never reachable with an API token), and
+    // OpenRosa submission (404 to outsiders, 403 to members without the right).
+    let submit = |who: &'static str, id: &'static str| {
+        let xml = format!(
+            "<data id=\"f\" version=\"1\"><q>1</q><meta><instanceID>{id}</instanceID></meta></data>"
+        );
+        let sub = reqwest::multipart::Form::new().part(
+            "xml_submission_file",
+            reqwest::multipart::Part::bytes(xml.into_bytes()).file_name("s.xml"),
+        );
+        c.post(srv.url(&format!("/v1/projects/{pid}/submission")))
+            .basic_auth(who, Some(PASSWORD))
+            .multipart(sub)
+            .send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(submit("carol", "uuid:m2").await.unwrap()), 201);
+    assert_eq!(status(submit("erin", "uuid:m3").await.unwrap()), 201);
+    assert_eq!(status(submit("bob", "uuid:m4").await.unwrap()), 403);
+    assert_eq!(status(submit("dave", "uuid:m5").await.unwrap()), 404);
+    let sub = format!("{p}/forms/f/submissions/uuid:m2");
+    let form = r#"<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml"><h:head><h:title>G</h:title><model><instance><data id="g"><q/></data></instance></model></h:head><h:body/></h:html>"#;
+    let editor: Vec<(&str, String, Option<Value>, u16)> = vec![
+        ("GET", format!("{p}/forms/f/submissions"), None, 200),
+        ("GET", format!("{sub}.xml"), None, 200),
+        (
+            "PATCH",
+            sub.clone(),
+            Some(json!({"reviewState": "hasIssues"})),
+            200,
+        ),
+        ("DELETE", sub.clone(), None, 403),
+        ("POST", format!("{p}/forms"), Some(json!(form)), 403),
+        ("PATCH", p.clone(), Some(json!({"description": "e"})), 403),
+        ("GET", format!("{p}/app-users"), None, 403),
+    ];
+    for (method, path, body, want) in &editor {
+        let mut r = c
+            .request(method.parse().unwrap(), srv.url(path))
+            .basic_auth("erin", Some(PASSWORD));
+        if let Some(b) = body {
+            r = match b {
+                Value::String(s) => r.header("content-type", "application/xml").body(s.clone()),
+                other => r.json(other),
+            };
+        }
+        let got = status(r.send().await.unwrap());
+        assert_eq!(got, *want, "{method} {path} as editor");
+    }
+    let own: Vec<(&str, &str, Option<Value>)> = vec![
+        ("GET", "/v1/tokens", None),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "more", "scopes": ["data:read"]})),
+        ),
+        ("POST", "/v1/users/current/2fa", None),
+        ("POST", "/v1/sessions/current/logout-all", None),
+        ("DELETE", "/v1/sessions/all", None),
+        (
+            "POST",
+            "/v1/users/current/password",
+            Some(json!({"password": PASSWORD, "newPassword": "a much longer new passphrase 42"})),
+        ),
+        (
+            "DELETE",
+            "/v1/users/current",
+            Some(json!({"password": PASSWORD})),
+        ),
+    ];
+    for (method, path, body) in &own {
+        let mut r = c
+            .request(method.parse().unwrap(), srv.url(path))
+            .bearer_auth(&read_token);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{method} {path} with an API token");
+        let e: Value = resp.json().await.unwrap();
+        assert_eq!(e["code"], "auth.forbidden", "{e}");
+    }
+    // The same account with its password manages its tokens.
+    let r = c
+        .get(srv.url("/v1/tokens"))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     assert!(srv.stop());
 }

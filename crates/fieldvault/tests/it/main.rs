@@ -17,6 +17,7 @@ mod harness;
 mod import;
 mod keys;
 mod kobo_api;
+mod limits;
 mod odk_cli;
 mod openrosa;
 mod passwords;

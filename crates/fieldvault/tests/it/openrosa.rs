@@ -396,7 +396,7 @@ async fn scenario(e: Env) {
         (Form::new().part("xml_submission_file", xml_part(&household("uuid:n1", "Zoe", "").replace("\"household\"", "\"nope\""))), alice, 404, "No form"),
         (Form::new().part("xml_submission_file", xml_part("<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><data id=\"household\">&e;</data>")), alice, 400, "DOCTYPE"),
         (Form::new().part("photo.jpg", file_part("photo.jpg", b"x")), alice, 400, "xml_submission_file"),
-        (Form::new().part("xml_submission_file", xml_part(&household("uuid:n2", "Zoe", ""))), Some(("bob", PASSWORD)), 403, ""),
+        (Form::new().part("xml_submission_file", xml_part(&household("uuid:n2", "Zoe", ""))), Some(("bob", PASSWORD)), 404, ""),
         (Form::new().part("xml_submission_file", xml_part(&household("uuid:n3", "Zoe", ""))), None, 401, ""),
         (Form::new().part("xml_submission_file", xml_part(&household("uuid:n4", "Zoe", "<deprecatedID>uuid:none</deprecatedID>"))), alice, 404, "deprecatedID"),
         (
