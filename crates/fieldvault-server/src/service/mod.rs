@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod app_users;
 pub mod audit;
 pub mod backup;
+pub mod console;
 pub mod context;
 pub mod data;
 pub mod encryption;
