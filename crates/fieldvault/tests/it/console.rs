@@ -1,0 +1,126 @@
+//! The web console in a real browser: `tests/console/console.test.js` (playwright-core driving
+//! Debian's Chromium) signs up with a weak then a strong password, enrols a second factor with a
+//! code it computes, creates a project, uploads a form, creates a collector and decodes its QR
+//! code, submits over OpenRosa, reads the table, exports and downloads, redacts, deletes, and an
+//! administrator suspends the account. It writes one screenshot per page to `docs/screenshots/`.
+//!
+//! Needs `/usr/bin/chromium` and `npm ci` in `tests/console` (scripts/test does both); without
+//! them the test is skipped outside CI and fails in CI.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::harness::{self, PASSWORD, Server, client};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn console_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console")
+}
+
+fn browser_available() -> bool {
+    Path::new(CHROMIUM).exists()
+        && console_dir().join("node_modules/playwright-core").is_dir()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// An administrator with a second factor; returns its unused recovery codes.
+async fn admin_with_second_factor(srv: &Server, dir: &Path, name: &str) -> Vec<String> {
+    harness::create_user(dir, &[], name, true);
+    let c = client();
+    let s: Value = c
+        .post(srv.url("/v1/sessions"))
+        .json(&json!({"email": name, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = s["token"].as_str().unwrap().to_owned();
+    let e: Value = c
+        .post(srv.url("/v1/users/current/2fa"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = harness::base32_decode(e["secret"].as_str().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = fieldvault_crypto::totp::code(&secret, now).unwrap();
+    let r: Value = c
+        .post(srv.url("/v1/users/current/2fa/confirm"))
+        .bearer_auth(&token)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["recoveryCodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_in_a_browser() {
+    if !browser_available() {
+        fieldvault_testkit::unavailable::<()>(
+            "Chromium (/usr/bin/chromium) and playwright-core (npm ci in crates/fieldvault/tests/console)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[("FIELDVAULT_SIGNUP_MODE", "open")]);
+    let codes = admin_with_second_factor(&srv, dir.path(), "root").await;
+    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+
+    let mut node = tokio::process::Command::new("node");
+    node.arg("console.test.js")
+        .current_dir(console_dir())
+        .env("FV_BASE", &srv.base)
+        .env("FV_ADMIN", "root")
+        .env("FV_PASSWORD", PASSWORD)
+        .env("FV_ADMIN_CODES", codes.join(","))
+        .env("FV_SCREENSHOTS", &screenshots)
+        .env("FV_CHROMIUM", CHROMIUM)
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(300), node.output())
+        .await
+        .expect("the browser test took more than 5 minutes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "console browser test failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server\n{}",
+        srv.stderr_text()
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+
+    // What the browser did is in the audit log, and the suspended account stays refused.
+    let log = srv.stdout.lock().unwrap().join("\n");
+    assert!(log.contains("/console/admin"), "the admin page was served");
+    let r = client()
+        .post(srv.url("/v1/sessions"))
+        .json(&json!({"email": "alice", "password": "Quokka-tundra-marble-41"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
