@@ -79,7 +79,12 @@ function totp(base32, unixMs = Date.now()) {
   return String(n % 1000000).padStart(6, '0');
 }
 
+// Every page the test photographs is also checked: each field has a label.
 async function shot(page, name) {
+  const unlabelled = await page.evaluate(() => Array.from(document.querySelectorAll('input, select, textarea'))
+    .filter((e) => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+    .map((e) => e.id || e.name || e.outerHTML.slice(0, 80)));
+  assert.deepEqual(unlabelled, [], `unlabelled fields on ${name}`);
   if (!SHOTS) return;
   fs.mkdirSync(SHOTS, { recursive: true });
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
@@ -334,8 +339,17 @@ async function main() {
     step('administration');
     await page.click('#logout');
     await page.waitForURL(/\/console\/login/);
-    await login(page, ADMIN, PASSWORD, ADMIN_CODES[0]);
-    await page.goto(`${BASE}/console/admin`);
+    // Keyboard only: the username field has focus, Tab moves on, Enter submits.
+    await page.goto(`${BASE}/console/login?next=%2Fconsole%2Fadmin`);
+    await page.keyboard.type(ADMIN);
+    await page.keyboard.press('Tab');
+    await page.keyboard.type(PASSWORD);
+    await page.keyboard.press('Enter');
+    await page.locator('#login-code').waitFor({ state: 'visible' });
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'login-code');
+    await page.keyboard.type(ADMIN_CODES[0]);
+    await page.keyboard.press('Enter');
+    await page.waitForURL(/\/console\/admin$/);
     await page.locator('#audit-chain.ok').waitFor();
     assert.match(await page.textContent('#audit-chain'), /intact/);
     await page.locator('#health-status', { hasText: 'ok' }).waitFor();

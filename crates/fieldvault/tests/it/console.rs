@@ -124,3 +124,101 @@ async fn console_in_a_browser() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// The console's HTTP contract, without a browser: sign-in redirects, a strict CSP with no inline
+/// script or style in any page, hashed assets cached for a year, the admin page behind the admin
+/// allowlist, and no Basic challenge on the console's own API calls.
+#[tokio::test(flavor = "multi_thread")]
+async fn console_pages_are_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let r = c.get(srv.url("/console/projects")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/console/login?next=%2Fconsole%2Fprojects"
+    );
+    let r = c.get(srv.url("/")).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/console/projects");
+
+    let mut assets = Vec::new();
+    for page in ["/console/login", "/console/signup", "/console/reset"] {
+        let r = c.get(srv.url(page)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{page}");
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+        assert!(csp.contains("style-src 'self'"));
+        let html = r.text().await.unwrap();
+        assert!(!html.contains("style="), "{page} has a style attribute");
+        let handler = html.match_indices(" on").any(|(i, _)| {
+            let rest = &html[i + 3..];
+            let word = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_lowercase()).len();
+            word > 0 && rest[word..].starts_with('=')
+        });
+        assert!(!handler, "{page} has an inline event handler");
+        for (i, _) in html.match_indices("<script") {
+            let tag = &html[i..i + html[i..].find('>').unwrap()];
+            assert!(tag.contains("src=\"/console/assets/"), "{page}: inline script");
+        }
+        for part in html.split('"').filter(|p| p.starts_with("/console/assets/")) {
+            assets.push(part.to_owned());
+        }
+        for (i, _) in html.match_indices("<input") {
+            let tag = &html[i..i + html[i..].find('>').unwrap()];
+            if let Some(id) = tag.split("id=\"").nth(1).and_then(|s| s.split('"').next()) {
+                assert!(
+                    html.contains(&format!("for=\"{id}\"")) || tag.contains("aria-label"),
+                    "{page}: input {id} has no label"
+                );
+            }
+        }
+    }
+    assets.sort();
+    assets.dedup();
+    assert_eq!(assets.len(), 2, "{assets:?}");
+    for a in &assets {
+        let r = c.get(srv.url(a)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        assert!(r.headers()["content-security-policy"].to_str().is_ok());
+    }
+    let r = c
+        .get(srv.url("/console/assets/console.000000000000.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // The console's own calls get no Basic challenge (no browser password dialog); others do.
+    let r = c.get(srv.url("/v1/projects")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = c
+        .get(srv.url("/v1/projects"))
+        .header("x-fieldvault-console", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(!r.headers().contains_key("www-authenticate"));
+    drop(srv);
+
+    // Outside admin.allow_cidrs the admin page does not exist.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        dir.path(),
+        &[("FIELDVAULT_ADMIN_ALLOW_CIDRS", "192.0.2.0/24")],
+    );
+    let r = c.get(srv.url("/console/admin")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c.get(srv.url("/console/login")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
