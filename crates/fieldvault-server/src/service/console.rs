@@ -17,7 +17,8 @@ pub struct AccountSummary {
     pub second_factor: bool,
 }
 
-/// Looks an account up by username or e-mail (administrators with a second factor only).
+/// Looks an account up by username (case-insensitive) or numeric id (administrators with a
+/// second factor only).
 pub async fn find_account(
     app: &App,
     actor: &Actor,

@@ -157,15 +157,24 @@ async fn console_pages_are_strict() {
         assert!(!html.contains("style="), "{page} has a style attribute");
         let handler = html.match_indices(" on").any(|(i, _)| {
             let rest = &html[i + 3..];
-            let word = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_lowercase()).len();
+            let word = rest.len()
+                - rest
+                    .trim_start_matches(|c: char| c.is_ascii_lowercase())
+                    .len();
             word > 0 && rest[word..].starts_with('=')
         });
         assert!(!handler, "{page} has an inline event handler");
         for (i, _) in html.match_indices("<script") {
             let tag = &html[i..i + html[i..].find('>').unwrap()];
-            assert!(tag.contains("src=\"/console/assets/"), "{page}: inline script");
+            assert!(
+                tag.contains("src=\"/console/assets/"),
+                "{page}: inline script"
+            );
         }
-        for part in html.split('"').filter(|p| p.starts_with("/console/assets/")) {
+        for part in html
+            .split('"')
+            .filter(|p| p.starts_with("/console/assets/"))
+        {
             assets.push(part.to_owned());
         }
         for (i, _) in html.match_indices("<input") {
