@@ -2,6 +2,7 @@
 // running server. Started by crates/fieldvault/tests/it/console.rs, which passes:
 //   FV_BASE              the server's base URL
 //   FV_ADMIN             an administrator's username (password FV_PASSWORD)
+//   FV_ADMIN_ID          its account id
 //   FV_ADMIN_CODES       comma-separated recovery codes of that administrator's second factor
 //   FV_SCREENSHOTS       where to write one PNG per page (docs/screenshots)
 // Exits non-zero with a message on the first failed check.
@@ -19,6 +20,7 @@ const jsQR = require('jsqr');
 const BASE = process.env.FV_BASE;
 const ADMIN = process.env.FV_ADMIN;
 const PASSWORD = process.env.FV_PASSWORD;
+const ADMIN_ID = process.env.FV_ADMIN_ID;
 const ADMIN_CODES = (process.env.FV_ADMIN_CODES || '').split(',').filter(Boolean);
 const SHOTS = process.env.FV_SCREENSHOTS;
 const CHROMIUM = process.env.FV_CHROMIUM || '/usr/bin/chromium';
@@ -119,7 +121,7 @@ async function login(page, username, password, code) {
 }
 
 async function main() {
-  assert.ok(BASE && ADMIN && PASSWORD && ADMIN_CODES.length >= 2, 'FV_BASE, FV_ADMIN, FV_PASSWORD and FV_ADMIN_CODES are required');
+  assert.ok(BASE && ADMIN && ADMIN_ID && PASSWORD && ADMIN_CODES.length >= 2, 'FV_BASE, FV_ADMIN, FV_PASSWORD and FV_ADMIN_CODES are required');
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -310,6 +312,18 @@ async function main() {
     await page.locator('#sub-meta dd', { hasText: 'approved' }).waitFor();
     await shot(page, 'submission');
 
+    step('sharing and encryption');
+    await page.goto(`${BASE}/console/projects/${pid}`);
+    await page.fill('#share-user', ADMIN_ID);
+    await page.selectOption('#share-role', 'viewer');
+    await page.click('#share-form button[type="submit"]');
+    await page.locator('#share-form .ok').waitFor({ state: 'visible' });
+    const pem = fs.readFileSync(path.join(__dirname, '../fixtures/collect-rsa2048-public.pem'), 'utf8');
+    await page.fill('#enc-key', pem.split('\n').filter((l) => l && !l.startsWith('-----')).join(''));
+    await page.click('#enc-form button[type="submit"]');
+    await page.locator('#enc-status', { hasText: 'Encrypted since' }).waitFor();
+    await page.locator('#enc-off').waitFor({ state: 'visible' });
+
     await page.goto(`${BASE}/console/projects`);
     await page.locator('#project-list a', { hasText: 'Household survey' }).waitFor();
     await shot(page, 'projects');
@@ -333,12 +347,20 @@ async function main() {
       .filter((e) => e.getBoundingClientRect().right > 391 && !e.closest('.table-wrap'))
       .slice(0, 5).map((e) => `${e.tagName}#${e.id}.${e.className}`));
     assert.ok(scrollWidth <= 390, `the project page fits a phone (${scrollWidth}px wide: ${wide.join(', ')})`);
+    await p2.goto(`${BASE}/console/projects/${pid}/forms/household`);
+    await p2.waitForFunction(() => document.querySelectorAll('#subs-table tbody tr[data-id]').length === 2);
+    await shot(p2, 'phone-form-data');
+    assert.ok(await p2.evaluate(() => document.documentElement.scrollWidth) <= 390, 'the data page fits a phone');
+    step('log out everywhere');
+    await p2.goto(`${BASE}/console/account`);
+    await p2.click('#logout-all');
+    await p2.waitForURL(/\/console\/login/);
+    await page.goto(`${BASE}/console/account`);
+    await page.waitForURL(/\/console\/login\?next=/);
     await phone.close();
 
     // ---- admin: health, audit chain, suspend a user ----
     step('administration');
-    await page.click('#logout');
-    await page.waitForURL(/\/console\/login/);
     // Keyboard only: the username field has focus, Tab moves on, Enter submits.
     await page.goto(`${BASE}/console/login?next=%2Fconsole%2Fadmin`);
     await page.keyboard.type(ADMIN);
@@ -367,6 +389,24 @@ async function main() {
       body: JSON.stringify({ email: 'alice', password: STRONG, code: recovery[2].trim() }),
     });
     assert.equal(refused.status, 401, 'a suspended account cannot sign in');
+
+    step('invite link, accepted in another browser');
+    await page.fill('#invite-username', 'bea');
+    await page.click('#invite-form button[type="submit"]');
+    await page.locator('#invite-link code').waitFor();
+    const invite = await page.textContent('#invite-link code');
+    assert.match(invite, /\/console\/signup\?invite=fvi_/);
+    const guest = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const p3 = await guest.newPage();
+    watch(p3);
+    await p3.goto(invite);
+    assert.match(await p3.inputValue('#signup-invite'), /^fvi_/);
+    await p3.fill('#signup-username', 'bea');
+    await p3.fill('#signup-password', 'Lantern-orchid-93-vellum');
+    await p3.waitForFunction(() => document.querySelector('.meter[data-meter-for="signup-password"]').dataset.acceptable === 'true');
+    await p3.click('#signup-form button[type="submit"]');
+    await p3.waitForURL(/\/console\/account$/);
+    await guest.close();
 
     const csViolations = violations.filter((v) => /Content Security Policy|Refused to/i.test(v));
     assert.deepEqual(csViolations, [], 'no Content-Security-Policy violations');

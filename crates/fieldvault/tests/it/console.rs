@@ -30,8 +30,8 @@ fn browser_available() -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
-/// An administrator with a second factor; returns its unused recovery codes.
-async fn admin_with_second_factor(srv: &Server, dir: &Path, name: &str) -> Vec<String> {
+/// An administrator with a second factor; returns its id and unused recovery codes.
+async fn admin_with_second_factor(srv: &Server, dir: &Path, name: &str) -> (i64, Vec<String>) {
     harness::create_user(dir, &[], name, true);
     let c = client();
     let s: Value = c
@@ -44,6 +44,15 @@ async fn admin_with_second_factor(srv: &Server, dir: &Path, name: &str) -> Vec<S
         .await
         .unwrap();
     let token = s["token"].as_str().unwrap().to_owned();
+    let me: Value = c
+        .get(srv.url("/v1/users/current"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let e: Value = c
         .post(srv.url("/v1/users/current/2fa"))
         .bearer_auth(&token)
@@ -69,12 +78,13 @@ async fn admin_with_second_factor(srv: &Server, dir: &Path, name: &str) -> Vec<S
         .json()
         .await
         .unwrap();
-    r["recoveryCodes"]
+    let codes = r["recoveryCodes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
-        .collect()
+        .collect();
+    (me["id"].as_i64().unwrap(), codes)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -87,7 +97,7 @@ async fn console_in_a_browser() {
     }
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &[("FIELDVAULT_SIGNUP_MODE", "open")]);
-    let codes = admin_with_second_factor(&srv, dir.path(), "root").await;
+    let (admin_id, codes) = admin_with_second_factor(&srv, dir.path(), "root").await;
     let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
 
     let mut node = tokio::process::Command::new("node");
@@ -95,6 +105,7 @@ async fn console_in_a_browser() {
         .current_dir(console_dir())
         .env("FV_BASE", &srv.base)
         .env("FV_ADMIN", "root")
+        .env("FV_ADMIN_ID", admin_id.to_string())
         .env("FV_PASSWORD", PASSWORD)
         .env("FV_ADMIN_CODES", codes.join(","))
         .env("FV_SCREENSHOTS", &screenshots)
