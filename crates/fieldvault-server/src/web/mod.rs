@@ -339,6 +339,7 @@ fn form_title(view: &service::forms::FormView) -> String {
 struct SubmissionPage {
     layout: Layout,
     project_id: i64,
+    project_name: String,
     xml_form_id: String,
     title: String,
     instance_id: String,
@@ -352,12 +353,17 @@ async fn submission(
     let Some(pid) = project_id(&pid) else {
         return error_page(ApiError::NotFound);
     };
+    let project = match service::projects::get(app.store.as_ref(), &v.who.actor, pid).await {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
     let view = match service::forms::get(&app, &v.who.actor, pid, &form, false).await {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
     render(&SubmissionPage {
         project_id: pid.0,
+        project_name: project.name,
         xml_form_id: view.form.xml_form_id.clone(),
         title: form_title(&view),
         layout: Layout::new(format!("Submission {instance}"), "submission", Some(&v)),

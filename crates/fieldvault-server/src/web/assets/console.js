@@ -656,6 +656,11 @@
     (async () => {
       try {
         const a = await api('GET', `${kobo}/`);
+        const versions = (a.deployed_versions && a.deployed_versions.results) || [];
+        $('#versions').replaceChildren(...versions.map((v, i) => el('li', {},
+          `Published ${when(v.date_deployed)} `, el('code', { text: `md5 ${String(v.content_hash).slice(0, 12)}` }),
+          i === 0 ? ' (current)' : '')));
+        if (!versions.length) $('#versions').replaceChildren(el('li', { text: 'Not published yet.' }));
         const skip = new Set(['begin_group', 'end_group', 'begin_repeat', 'end_repeat', 'start', 'end', 'today', 'deviceid', 'note']);
         let depth = 0;
         fields = [];
