@@ -181,6 +181,15 @@ async function main() {
     await page.locator('#tfa-recovery').waitFor({ state: 'visible' });
     const recovery = await page.locator('#tfa-recovery-codes li').allTextContents();
     assert.equal(recovery.length, 10);
+    step('change password: the meter again, a weak one refused');
+    await page.fill('#pw-current', STRONG);
+    await page.fill('#pw-new', WEAK);
+    await page.waitForFunction(() => document.querySelector('.meter[data-meter-for="pw-new"]').dataset.acceptable === 'false');
+    await page.click('#password-form button[type="submit"]');
+    await page.locator('#password-form .problem').waitFor({ state: 'visible' });
+    assert.match(await page.textContent('#password-form .problem'), /^400 invalid: /);
+    await page.fill('#pw-current', '');
+    await page.fill('#pw-new', '');
     step('API token');
     await page.fill('#token-name', 'pull script');
     await page.click('#token-form button[type="submit"]');
@@ -390,6 +399,12 @@ async function main() {
     });
     assert.equal(refused.status, 401, 'a suspended account cannot sign in');
 
+    step('project history from the audit log');
+    await page.goto(`${BASE}/console/projects/${pid}`);
+    await page.locator('#history-table tbody tr', { hasText: 'project.create' }).waitFor();
+    await page.locator('#history-table tbody tr', { hasText: 'app_user.create' }).waitFor();
+    await page.goto(`${BASE}/console/admin`);
+
     step('invite link, accepted in another browser');
     await page.fill('#invite-username', 'bea');
     await page.click('#invite-form button[type="submit"]');
@@ -407,6 +422,18 @@ async function main() {
     await p3.click('#signup-form button[type="submit"]');
     await p3.waitForURL(/\/console\/account$/);
     await guest.close();
+
+    step('force a password reset');
+    await page.goto(`${BASE}/console/admin?user=bea`);
+    await page.click('button[data-admin-action="force-reset-on"]');
+    await page.locator('button[data-admin-action="force-reset-off"]').waitFor();
+    const forced = await fetch(`${BASE}/v1/sessions`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ email: 'bea', password: 'Lantern-orchid-93-vellum' }),
+    });
+    assert.equal(forced.status, 403);
+    assert.equal((await forced.json()).code, 'auth.password_reset_required');
 
     const csViolations = violations.filter((v) => /Content Security Policy|Refused to/i.test(v));
     assert.deepEqual(csViolations, [], 'no Content-Security-Policy violations');
