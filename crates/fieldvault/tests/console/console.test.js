@@ -410,7 +410,7 @@ async function main() {
     await page.click('#invite-form button[type="submit"]');
     await page.locator('#invite-link code').waitFor();
     const invite = await page.textContent('#invite-link code');
-    assert.match(invite, /\/console\/signup\?invite=fvi_/);
+    assert.match(invite, /\/console\/signup#invite=fvi_/);
     const guest = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     const p3 = await guest.newPage();
     watch(p3);

@@ -138,6 +138,12 @@
     return 'data:image/svg+xml;base64,' + btoa(unescape(encodeURIComponent(svg)));
   }
 
+  // Secrets in links (invite and reset codes) travel in the fragment, which browsers never send
+  // to the server, so they stay out of access logs; `?name=` is accepted too.
+  function fragmentParam(name) {
+    return new URLSearchParams(location.hash.slice(1)).get(name) || new URLSearchParams(location.search).get(name);
+  }
+
   function safeNext() {
     const n = new URLSearchParams(location.search).get('next') || '';
     return n.startsWith('/console/') && !n.startsWith('//') && !n.includes('\\') ? n : '/console/projects';
@@ -247,7 +253,7 @@
   };
 
   pages.signup = () => {
-    const invite = new URLSearchParams(location.search).get('invite');
+    const invite = fragmentParam('invite');
     if (invite) $('#signup-invite').value = invite;
     onSubmit($('#signup-form'), async () => {
       const username = $('#signup-username').value.trim();
@@ -266,7 +272,7 @@
   };
 
   pages.reset = () => {
-    const token = new URLSearchParams(location.search).get('token');
+    const token = fragmentParam('token');
     if (token) $('#reset-token').value = token;
     onSubmit($('#reset-form'), async (form) => {
       await api('POST', '/v1/password-reset', { token: $('#reset-token').value.trim(), password: $('#reset-password').value });
@@ -843,7 +849,7 @@
           if (b.dataset.adminAction === 'reset-link') {
             const link = $('#reset-link');
             link.replaceChildren(el('strong', { text: 'Give this link to the person (shown once): ' }),
-              el('code', { text: `${location.origin}/console/reset?token=${enc(r.token)}` }));
+              el('code', { text: `${location.origin}/console/reset#token=${enc(r.token)}` }));
             link.hidden = false;
           } else {
             location.reload();
@@ -866,7 +872,7 @@
       const r = await api('POST', '/v1/admin/invites', body);
       const out = $('#invite-link');
       out.replaceChildren(el('strong', { text: `Invite link (shown once, valid until ${when(r.expiresAt)}): ` }),
-        el('code', { text: `${location.origin}/console/signup?invite=${enc(r.token)}` }));
+        el('code', { text: `${location.origin}/console/signup#invite=${enc(r.token)}` }));
       out.hidden = false;
     });
 
