@@ -152,7 +152,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         key: "admin.allow_cidrs",
         default: "127.0.0.0/8,::1/128",
         secret: false,
-        doc: "Comma-separated CIDRs from which the admin surface (`/v1/admin/…`, `/v1/audits`) answers; from anywhere else it answers 404 (M5).",
+        doc: "Comma-separated CIDRs from which the admin surface (`/v1/admin/…`, `/v1/audits`, the console's `/console/admin`) answers; from anywhere else it answers 404 (M5).",
     },
     OptionDoc {
         key: "limits.window_secs",

@@ -52,6 +52,8 @@ const ENROLMENT_PATHS: &[&str] = &[
     "/v1/sessions/current",
     "/v1/sessions/current/logout-all",
     "/v1/sessions/all",
+    // The console's account page, where enrolment happens in a browser.
+    "/console/account",
 ];
 
 /// A signed-in account. Rejects the request with 401 when credentials are missing or wrong.

@@ -19,6 +19,7 @@ pub mod serve;
 pub mod service;
 pub mod tls;
 pub mod users;
+pub mod web;
 
 pub use app::App;
 pub use config::Config;

@@ -9,7 +9,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::problem::ApiError;
-use crate::{App, api, health, middleware, openrosa, users};
+use crate::{App, api, health, middleware, openrosa, users, web};
 
 /// Builds the application router with every middleware applied.
 pub fn router(app: App) -> Router {
@@ -35,7 +35,9 @@ pub fn router(app: App) -> Router {
         )
         .merge(api::routes())
         .merge(openrosa::routes::routes())
+        .merge(web::router())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(web::quiet_challenge))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(

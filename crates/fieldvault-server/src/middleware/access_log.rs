@@ -155,7 +155,7 @@ pub async fn layer(
 
 /// The address rules (M5): `http.allow_cidrs` for the whole server (403), and
 /// `admin.allow_cidrs` for the admin surface (`/v1/admin…`, `/v1/audits…`, account management at
-/// `/v1/users`), which answers 404 elsewhere so it cannot even be
+/// `/v1/users`, the console's `/console/admin` page), which answers 404 elsewhere so it cannot even be
 /// found from outside.
 fn address_gate(app: &App, client: &client_ip::ClientInfo, path: &str) -> Option<Response> {
     let allowed = |list: &[ipnet::IpNet]| list.iter().any(|n| n.contains(&client.ip));
@@ -167,8 +167,10 @@ fn address_gate(app: &App, client: &client_ip::ClientInfo, path: &str) -> Option
         ));
     }
     let bare = path.split('?').next().unwrap_or(path);
-    let admin =
-        bare.starts_with("/v1/admin") || bare.starts_with("/v1/audits") || bare == "/v1/users";
+    let admin = bare.starts_with("/v1/admin")
+        || bare.starts_with("/v1/audits")
+        || bare == "/v1/users"
+        || bare.starts_with("/console/admin");
     if admin && !allowed(&app.config.admin_allow_cidrs) {
         return Some(error_response(
             StatusCode::NOT_FOUND,

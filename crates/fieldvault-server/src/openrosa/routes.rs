@@ -97,7 +97,7 @@ pub struct Q {
 }
 
 /// `scheme://host` of this request, for the absolute URLs OpenRosa documents carry.
-fn origin(app: &App, headers: &HeaderMap, client: Option<&ClientInfo>) -> String {
+pub(crate) fn origin(app: &App, headers: &HeaderMap, client: Option<&ClientInfo>) -> String {
     let scheme = if client.is_some_and(|c| c.secure) {
         "https"
     } else {

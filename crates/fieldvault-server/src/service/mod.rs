@@ -6,6 +6,7 @@ pub mod app_users;
 pub mod audit;
 pub mod backup;
 pub mod budget;
+pub mod console;
 pub mod context;
 pub mod data;
 pub mod encryption;

@@ -10,6 +10,7 @@ mod audit;
 mod authz_matrix;
 mod backup;
 mod browser_sessions;
+mod console;
 mod data;
 mod degraded;
 mod encrypted;
