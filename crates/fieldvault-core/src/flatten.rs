@@ -278,12 +278,41 @@ const GEO_PARTS: [&str; 4] = ["Latitude", "Longitude", "Altitude", "Accuracy"];
 pub struct CsvLayout {
     tree: Vec<LNode>,
     discovered: usize,
+    options: CsvOptions,
+    /// Whether the tree came from a form definition (so unknown fields are "deleted" ones).
+    declared: bool,
+}
+
+/// Central's CSV options (specs/central-api.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// `groupPaths`: `group-field` column names (true) or bare field names (false).
+    pub group_paths: bool,
+    /// `splitSelectMultiples`: after each select-multiple column, one `field/option` column of
+    /// 1/0 per option seen in the data.
+    pub split_select_multiples: bool,
+    /// `deletedFields`: also columns for fields the current definition no longer declares
+    /// (earlier versions'). Without a definition every field found is kept.
+    pub deleted_fields: bool,
+}
+
+impl Default for CsvOptions {
+    /// Central's defaults, except `deleted_fields`: an export never drops data unless asked to.
+    fn default() -> Self {
+        Self {
+            group_paths: true,
+            split_select_multiples: false,
+            deleted_fields: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct LNode {
     name: String,
     kind: LKind,
+    /// Options seen in the data, for a select-multiple leaf when they are split.
+    seen: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -310,8 +339,14 @@ impl TableSpec {
 }
 
 impl CsvLayout {
-    /// The layout of a form (or, with `None`, an empty layout to be filled by `discover`).
+    /// The layout of a form (or, with `None`, an empty layout to be filled by `discover`), keeping
+    /// every field found in the data (what `fieldvault decrypt` writes).
     pub fn new(schema: Option<&FormSchema>) -> Self {
+        Self::with_options(schema, CsvOptions::default())
+    }
+
+    /// The layout of a form with Central's CSV options.
+    pub fn with_options(schema: Option<&FormSchema>, options: CsvOptions) -> Self {
         fn conv(nodes: &[Node]) -> Vec<LNode> {
             nodes
                 .iter()
@@ -322,12 +357,15 @@ impl CsvLayout {
                         NodeKind::Group(c) => LKind::Group(conv(c)),
                         NodeKind::Repeat(c) => LKind::Repeat(conv(c)),
                     },
+                    seen: Vec::new(),
                 })
                 .collect()
         }
         Self {
             tree: schema.map(|s| conv(&s.children)).unwrap_or_default(),
             discovered: 0,
+            options,
+            declared: schema.is_some(),
         }
     }
 
@@ -335,7 +373,11 @@ impl CsvLayout {
     /// repeats (an element with children whose name repeats among its siblings).
     pub fn discover(&mut self, inst: &Instance) -> Result<(), CoreError> {
         let mut added = 0usize;
-        discover_into(&mut self.tree, &inst.root, &mut added);
+        let how = Discover {
+            add: self.options.deleted_fields || !self.declared,
+            split: self.options.split_select_multiples,
+        };
+        discover_into(&mut self.tree, &inst.root, how, &mut added);
         self.discovered += added;
         if self.discovered > MAX_DISCOVERED_COLUMNS {
             return Err(CoreError::invalid(
@@ -352,13 +394,14 @@ impl CsvLayout {
     pub fn tables(&self) -> Vec<TableSpec> {
         let mut out = Vec::new();
         let mut header = vec!["SubmissionDate".to_owned()];
-        header_of(&self.tree, &mut Vec::new(), &mut header);
+        let paths = self.options.group_paths;
+        header_of(&self.tree, &mut Vec::new(), paths, &mut header);
         header.extend(SYSTEM_COLUMNS.iter().map(|s| (*s).to_owned()));
         out.push(TableSpec {
             path: Vec::new(),
             header,
         });
-        repeat_tables(&self.tree, &mut Vec::new(), &mut out);
+        repeat_tables(&self.tree, &mut Vec::new(), paths, &mut out);
         out
     }
 
@@ -411,12 +454,22 @@ impl CsvLayout {
     }
 }
 
-fn discover_into(tree: &mut Vec<LNode>, el: &Element, added: &mut usize) {
+/// What a discovery pass does besides following known structure.
+#[derive(Debug, Clone, Copy)]
+struct Discover {
+    /// Add fields the layout lacks.
+    add: bool,
+    /// Collect the options of select-multiple fields.
+    split: bool,
+}
+
+fn discover_into(tree: &mut Vec<LNode>, el: &Element, how: Discover, added: &mut usize) {
     for child in &el.children {
         let count = el.children_named(&child.name).count();
         let has_children = !child.children.is_empty();
         let pos = match tree.iter().position(|n| n.name == child.name) {
             Some(p) => p,
+            None if !how.add => continue,
             None => {
                 *added += 1;
                 tree.push(LNode {
@@ -428,6 +481,7 @@ fn discover_into(tree: &mut Vec<LNode>, el: &Element, added: &mut usize) {
                     } else {
                         LKind::Group(Vec::new())
                     },
+                    seen: Vec::new(),
                 });
                 tree.len() - 1
             }
@@ -448,44 +502,59 @@ fn discover_into(tree: &mut Vec<LNode>, el: &Element, added: &mut usize) {
             node.kind = LKind::Repeat(c);
         }
         match &mut node.kind {
-            LKind::Group(c) | LKind::Repeat(c) => discover_into(c, child, added),
+            LKind::Group(c) | LKind::Repeat(c) => discover_into(c, child, how, added),
+            LKind::Leaf(FieldType::Select) if how.split => {
+                for opt in child.trimmed_text().split_whitespace() {
+                    if !node.seen.iter().any(|s| s == opt) {
+                        *added += 1;
+                        node.seen.push(opt.to_owned());
+                    }
+                }
+            }
             LKind::Leaf(_) => {}
         }
     }
 }
 
 /// Columns of the table whose context is `nodes`; `prefix` is the group path inside the table.
-fn header_of(nodes: &[LNode], prefix: &mut Vec<String>, out: &mut Vec<String>) {
+fn header_of(nodes: &[LNode], prefix: &mut Vec<String>, paths: bool, out: &mut Vec<String>) {
     for n in nodes {
         prefix.push(n.name.clone());
-        let name = prefix.join("-");
+        let name = if paths {
+            prefix.join("-")
+        } else {
+            n.name.clone()
+        };
         match &n.kind {
             LKind::Leaf(FieldType::Geopoint) => {
                 out.extend(GEO_PARTS.iter().map(|p| format!("{name}-{p}")));
             }
-            LKind::Leaf(_) => out.push(name),
-            LKind::Group(c) => header_of(c, prefix, out),
+            LKind::Leaf(_) => {
+                out.extend(n.seen.iter().map(|o| format!("{name}/{o}")));
+                out.insert(out.len() - n.seen.len(), name);
+            }
+            LKind::Group(c) => header_of(c, prefix, paths, out),
             LKind::Repeat(_) => out.push(format!("SET-OF-{}", n.name)),
         }
         prefix.pop();
     }
 }
 
-fn repeat_tables(nodes: &[LNode], path: &mut Vec<String>, out: &mut Vec<TableSpec>) {
+fn repeat_tables(nodes: &[LNode], path: &mut Vec<String>, paths: bool, out: &mut Vec<TableSpec>) {
     for n in nodes {
         path.push(n.name.clone());
         match &n.kind {
             LKind::Repeat(c) => {
                 let mut header = Vec::new();
-                header_of(c, &mut Vec::new(), &mut header);
+                header_of(c, &mut Vec::new(), paths, &mut header);
                 header.extend(["PARENT_KEY".to_owned(), "KEY".to_owned()]);
                 out.push(TableSpec {
                     path: path.clone(),
                     header,
                 });
-                repeat_tables(c, path, out);
+                repeat_tables(c, path, paths, out);
             }
-            LKind::Group(c) => repeat_tables(c, path, out),
+            LKind::Group(c) => repeat_tables(c, path, paths, out),
             LKind::Leaf(_) => {}
         }
         path.pop();
@@ -521,7 +590,17 @@ fn cells_of(
                         out.push(parts.get(i).copied().unwrap_or_default().to_owned());
                     }
                 } else {
-                    out.push(text);
+                    let chosen: Vec<&str> = text.split_whitespace().collect();
+                    for opt in &n.seen {
+                        out.push(if text.is_empty() {
+                            String::new()
+                        } else if chosen.contains(&opt.as_str()) {
+                            "1".to_owned()
+                        } else {
+                            "0".to_owned()
+                        });
+                    }
+                    out.insert(out.len() - n.seen.len(), text);
                 }
             }
             LKind::Group(c) => cells_of(c, matches.first().copied(), key, rel, out),

@@ -293,3 +293,53 @@ fn table_writer_quotes_and_parses_back() {
     assert_eq!(&rec[0], "x,y");
     assert_eq!(&rec[1], "say \"hi\"\nbye");
 }
+
+#[test]
+fn csv_options_like_central() {
+    use super::CsvOptions;
+    let s = census();
+    // Group paths, select-multiples whole, and (deletedFields=false) no fields the form lacks.
+    let only_declared = CsvOptions {
+        deleted_fields: false,
+        ..CsvOptions::default()
+    };
+    let mut plain = CsvLayout::with_options(Some(&s), only_declared);
+    plain.discover(&inst()).unwrap();
+    let header = &plain.tables()[0].header;
+    assert!(header.contains(&"hh-assets".to_owned()));
+    assert!(!header.contains(&"legacy".to_owned()), "{header:?}");
+
+    let opts = CsvOptions {
+        group_paths: false,
+        split_select_multiples: true,
+        deleted_fields: true,
+    };
+    let mut layout = CsvLayout::with_options(Some(&s), opts);
+    layout.discover(&inst()).unwrap();
+    let tables = layout.tables();
+    let header = &tables[0].header;
+    let at = header.iter().position(|h| h == "assets").unwrap();
+    assert_eq!(header[at + 1..at + 3], ["assets/radio", "assets/phone"]);
+    assert!(header.contains(&"location-Latitude".to_owned()));
+    assert!(header.contains(&"instanceID".to_owned()));
+    assert!(header.contains(&"legacy".to_owned()));
+    let rows = collect(&layout, &inst(), Some(0));
+    let row = &rows[0].1;
+    assert_eq!(row.len(), header.len());
+    assert_eq!(row[at..at + 3], ["radio phone", "1", "1"]);
+    // A submission choosing one option gets 1 and 0; one choosing none, blanks.
+    let one = parse_instance(
+        SUBMISSION.replace("radio phone", "phone").as_bytes(),
+        1 << 20,
+    )
+    .unwrap();
+    assert_eq!(
+        collect(&layout, &one, Some(0))[0].1[at..at + 3],
+        ["phone", "0", "1"]
+    );
+    let none = parse_instance(SUBMISSION.replace("radio phone", "").as_bytes(), 1 << 20).unwrap();
+    assert_eq!(
+        collect(&layout, &none, Some(0))[0].1[at..at + 3],
+        ["", "", ""]
+    );
+}

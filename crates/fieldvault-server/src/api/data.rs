@@ -105,6 +105,25 @@ async fn csv_zip(
     export_response(app, caller, p, q, true).await
 }
 
+/// Central's CSV options: `groupPaths`, `splitSelectMultiples`, `deletedFields` (`true`/`false`).
+fn csv_options(q: &[(String, String)]) -> Result<fieldvault_core::flatten::CsvOptions, ApiError> {
+    let flag = |name: &'static str, default: bool| match param(q, name) {
+        None => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(ApiError::bad_request(
+            "query.invalid",
+            format!("{name} must be true or false"),
+        )),
+    };
+    let d = fieldvault_core::flatten::CsvOptions::default();
+    Ok(fieldvault_core::flatten::CsvOptions {
+        group_paths: flag("groupPaths", d.group_paths)?,
+        split_select_multiples: flag("splitSelectMultiples", d.split_select_multiples)?,
+        deleted_fields: flag("deletedFields", d.deleted_fields)?,
+    })
+}
+
 async fn export_response(
     app: App,
     caller: Caller,
@@ -120,7 +139,17 @@ async fn export_response(
     } else {
         Format::Csv
     };
-    let ex = export::start(&app, actor, p.project()?, &p.form, format, filter(&q)?).await?;
+    let options = csv_options(&q)?;
+    let ex = export::start(
+        &app,
+        actor,
+        p.project()?,
+        &p.form,
+        format,
+        options,
+        filter(&q)?,
+    )
+    .await?;
     let mut h = HeaderMap::new();
     h.insert(
         header::CONTENT_TYPE,

@@ -14,7 +14,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fieldvault_core::flatten::{CsvLayout, Instance, RowMeta, TableWriter, parse_instance};
+use fieldvault_core::flatten::{
+    CsvLayout, CsvOptions, Instance, RowMeta, TableWriter, parse_instance,
+};
 use fieldvault_core::odata::Filter;
 use fieldvault_core::{Actor, ProjectId, Verb};
 use fieldvault_store::submissions::attachment_aad;
@@ -60,6 +62,7 @@ pub async fn start(
     project: ProjectId,
     xml_form_id: &str,
     format: Format,
+    options: CsvOptions,
     filter: Option<Filter>,
 ) -> Result<Export, ServiceError> {
     let fd = data::open_form(app, actor, project, xml_form_id, Verb::SubmissionRead).await?;
@@ -92,8 +95,8 @@ pub async fn start(
     };
     tokio::spawn(async move {
         let result = match format {
-            Format::Csv => csv(&app, &fd, &sel, tx.clone()).await,
-            Format::Zip { media } => zip(&app, &fd, &sel, media, tx.clone()).await,
+            Format::Csv => csv(&app, &fd, &sel, options, tx.clone()).await,
+            Format::Zip { media } => zip(&app, &fd, &sel, media, options, tx.clone()).await,
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, form = %fd.form.xml_form_id, "export failed part-way");
@@ -137,8 +140,13 @@ fn row_meta(r: &SubmissionRecord) -> RowMeta {
 }
 
 /// First pass: the layout with every column the data needs.
-async fn layout(app: &App, fd: &FormData, sel: &Selection) -> Result<CsvLayout, ServiceError> {
-    let mut layout = CsvLayout::new(fd.schema.as_deref());
+async fn layout(
+    app: &App,
+    fd: &FormData,
+    sel: &Selection,
+    options: CsvOptions,
+) -> Result<CsvLayout, ServiceError> {
+    let mut layout = CsvLayout::with_options(fd.schema.as_deref(), options);
     let mut rx = data::stream(
         app,
         fd,
@@ -214,9 +222,10 @@ async fn csv(
     app: &App,
     fd: &FormData,
     sel: &Selection,
+    options: CsvOptions,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Result<(), ServiceError> {
-    let layout = Arc::new(layout(app, fd, sel).await?);
+    let layout = Arc::new(layout(app, fd, sel, options).await?);
     let tables = layout.tables();
     let header = tables.first().map(|t| t.header.clone()).unwrap_or_default();
     table_pass(app, fd, sel, &layout, 0, &header, |buf| {
@@ -241,9 +250,10 @@ async fn zip(
     fd: &FormData,
     sel: &Selection,
     media: bool,
+    options: CsvOptions,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Result<(), ServiceError> {
-    let layout = Arc::new(layout(app, fd, sel).await?);
+    let layout = Arc::new(layout(app, fd, sel, options).await?);
     let (cmd_tx, cmd_rx) = mpsc::channel::<ZipCmd>(16);
     // Deflating is CPU work: it runs on its own blocking thread, fed through a bounded channel.
     let writer = tokio::task::spawn_blocking(move || zip_thread(cmd_rx, tx));

@@ -470,6 +470,32 @@ async fn csv_export(e: &Env) {
     ))
     .await;
     assert_eq!(parse_csv(&body).1.len(), 1);
+    // Central's options: bare names, select-multiples split into 0/1 columns, declared fields only.
+    let (_, body) = download(&format!(
+        "{}?groupPaths=false&splitSelectMultiples=true&deletedFields=false",
+        e.form("/submissions.csv")
+    ))
+    .await;
+    let (header, rows) = parse_csv(&body);
+    let c1 = rows
+        .iter()
+        .find(|r| cell(&header, r, "KEY") == "uuid:c1")
+        .unwrap();
+    assert_eq!(cell(&header, c1, "assets"), "radio phone");
+    assert_eq!(cell(&header, c1, "assets/radio"), "1");
+    assert_eq!(cell(&header, c1, "assets/phone"), "1");
+    assert_eq!(cell(&header, c1, "location-Latitude"), "-1.28");
+    assert!(
+        !header.iter().any(|h| h == "legacy" || h == "hh-assets"),
+        "{header:?}"
+    );
+    let r = client()
+        .get(format!("{}?groupPaths=maybe", e.form("/submissions.csv")))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     let r = client()
         .get(format!(
             "{}?%24filter=name%20eq%20%27x%27",
