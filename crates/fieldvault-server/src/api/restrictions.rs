@@ -20,7 +20,7 @@ const NOTICES_SHOWN: i64 = 200;
 /// The routes.
 pub fn routes() -> Router<App> {
     Router::new()
-        .route("/v1/admin/restrictions", get(list))
+        .route("/v1/admin/restrictions", get(list).post(create))
         .route("/v1/admin/restrictions/{id}/lift", post(lift))
         .route("/v1/users/current/notices", get(notices))
         .route("/v1/users/current/notices/read", post(mark_read))
@@ -54,6 +54,31 @@ async fn list(State(app): State<App>, who: AuthUser) -> Result<Json<Value>, ApiE
     Ok(Json(Value::Array(
         rows.iter().map(restriction_json).collect(),
     )))
+}
+
+#[derive(serde::Deserialize)]
+struct NewRestriction {
+    subject: String,
+    mode: String,
+    reason: Option<String>,
+}
+
+async fn create(
+    State(app): State<App>,
+    who: AuthUser,
+    crate::api::json::AppJson(b): crate::api::json::AppJson<NewRestriction>,
+) -> Result<Json<Value>, ApiError> {
+    let by = format!("user:{}", who.user.username);
+    let row = budget::restrict_by_hand(
+        &app,
+        &who.actor,
+        &by,
+        &b.subject,
+        &b.mode,
+        b.reason.as_deref(),
+    )
+    .await?;
+    Ok(Json(restriction_json(&row)))
 }
 
 async fn lift(

@@ -376,6 +376,73 @@ pub async fn list(
     Ok(app.store.restrictions(500).await?)
 }
 
+/// Restricts a token, an account or a collector by hand (an administrator who sees abuse before
+/// the automatic rule does). Notices go to the owner of a restricted account and to every
+/// administrator, as for automatic restrictions.
+pub async fn restrict_by_hand(
+    app: &App,
+    actor: &fieldvault_core::Actor,
+    by: &str,
+    subject: &str,
+    mode: &str,
+    reason: Option<&str>,
+) -> Result<RestrictionRow, ServiceError> {
+    fieldvault_core::authorize(
+        actor,
+        fieldvault_core::Verb::RestrictionManage,
+        fieldvault_core::Resource::Site,
+    )?;
+    let bad = |field: &'static str, msg: &str| {
+        ServiceError::Core(fieldvault_core::CoreError::invalid(field, msg.to_owned()))
+    };
+    let (kind, id) = subject
+        .split_once(':')
+        .ok_or_else(|| bad("subject", "must be token:<id>, user:<id> or app_user:<id>"))?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| bad("subject", "the id after the colon must be a number"))?;
+    if !matches!(kind, "token" | "user" | "app_user") {
+        return Err(bad(
+            "subject",
+            "must be token:<id>, user:<id> or app_user:<id>",
+        ));
+    }
+    if !matches!(mode, "read_only" | "suspended") {
+        return Err(bad("mode", "must be read_only or suspended"));
+    }
+    let reason = reason.unwrap_or("restricted by an administrator").trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(bad("reason", "must be 1 to 500 characters"));
+    }
+    let reason = format!("{reason} ({by})");
+    let mut notify = app.store.superuser_ids().await?;
+    if kind == "user" && !notify.contains(&id) {
+        notify.push(id);
+    }
+    let row = app
+        .store
+        .restrict(subject, mode, &reason, &notify, now_ms())
+        .await?
+        .ok_or(ServiceError::Conflict {
+            code: "restriction.exists",
+            message: format!("{subject} is already restricted; lift that restriction first."),
+        })?;
+    super::audit::record(
+        app.store.as_ref(),
+        by.to_owned(),
+        "restriction.create",
+        Some(subject.to_owned()),
+        json!({ "id": row.id, "mode": mode, "reason": reason, "manual": true }),
+    )
+    .await?;
+    app.budgets
+        .restrictions
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(subject.to_owned(), (row.id, mode_of(mode)));
+    Ok(row)
+}
+
 /// Lifts a restriction; the subject's counters start again from zero.
 pub async fn lift(
     app: &App,

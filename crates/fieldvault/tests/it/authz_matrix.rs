@@ -366,6 +366,231 @@ async fn every_caller_against_every_endpoint() {
         let e: Value = resp.json().await.unwrap();
         assert_eq!(e["code"], "auth.forbidden", "{e}");
     }
+    // More kinds of caller against the project's main routes: an editor, a suspended account,
+    // a restricted (read-only) token with every scope, a collector of this project and one of
+    // another project (both through their `/v1/key/…` URLs), and an administrator without a role.
+    create_user(dir.path(), &[], "frank", false);
+    let frank: Value = c
+        .get(srv.url("/v1/users/current"))
+        .basic_auth("frank", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let frank = frank["id"].as_i64().unwrap();
+    let r = c
+        .post(srv.url(&format!("/v1/projects/{pid}/assignments/viewer/{frank}")))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(srv.url(&format!("/v1/admin/users/{frank}/suspend")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let full: Value = c
+        .post(srv.url("/v1/tokens"))
+        .basic_auth("alice", Some(PASSWORD))
+        .json(&json!({"name": "all", "scopes": ["data:read", "data:write", "projects:manage"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let restricted = full["token"].as_str().unwrap().to_owned();
+    let r = c
+        .post(srv.url("/v1/admin/restrictions"))
+        .bearer_auth(&admin)
+        .json(&json!({"subject": format!("token:{}", full["id"]), "mode": "read_only"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Bad input changes nothing.
+    for bad in [
+        json!({"subject": "token:x", "mode": "read_only"}),
+        json!({"subject": "ip:1.2.3.4", "mode": "read_only"}),
+        json!({"subject": "token:1", "mode": "banned"}),
+    ] {
+        let r = c
+            .post(srv.url("/v1/admin/restrictions"))
+            .bearer_auth(&admin)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let collector = |project: i64| {
+        let c = c.clone();
+        let url = srv.url(&format!("/v1/projects/{project}/app-users"));
+        async move {
+            let a: Value = c
+                .post(url)
+                .basic_auth("alice", Some(PASSWORD))
+                .json(&json!({"displayName": "phone"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (
+                a["id"].as_i64().unwrap(),
+                a["token"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let (own_id, own_key) = collector(pid).await;
+    let r = c
+        .post(srv.url(&format!(
+            "/v1/projects/{pid}/forms/f/assignments/app-user/{own_id}"
+        )))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let other: Value = c
+        .post(srv.url("/v1/projects"))
+        .basic_auth("alice", Some(PASSWORD))
+        .json(&json!({"name": "Other"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (_, other_key) = collector(other["id"].as_i64().unwrap()).await;
+
+    #[derive(Clone, Copy, Debug)]
+    enum More {
+        Editor,
+        Suspended,
+        Restricted,
+        OwnCollector,
+        OtherCollector,
+        AdminNoRole,
+    }
+    let more = [
+        More::Editor,
+        More::Suspended,
+        More::Restricted,
+        More::OwnCollector,
+        More::OtherCollector,
+        More::AdminNoRole,
+    ];
+    let xml = |id: &str| {
+        reqwest::multipart::Form::new().part(
+            "xml_submission_file",
+            reqwest::multipart::Part::bytes(
+                format!("<data id=\"f\" version=\"1\"><q>1</q><meta><instanceID>{id}</instanceID></meta></data>")
+                    .into_bytes(),
+            )
+            .file_name("s.xml"),
+        )
+    };
+    // (method, path below the caller's base, submission id for a POST /submission) → expected for
+    // [Editor, Suspended, Restricted, OwnCollector, OtherCollector, AdminNoRole]. Collectors reach
+    // only OpenRosa routes (their base is `/v1/key/<token>`); an account's base is empty.
+    let table2: Vec<(&str, String, Option<&str>, [u16; 6])> = vec![
+        ("GET", p.clone(), None, [200, 401, 200, 404, 404, 404]),
+        (
+            "GET",
+            format!("{p}/forms/f/submissions"),
+            None,
+            [200, 401, 200, 404, 404, 404],
+        ),
+        ("PATCH", sub.clone(), None, [200, 401, 403, 404, 404, 404]),
+        (
+            "GET",
+            format!("{p}/app-users"),
+            None,
+            [403, 401, 200, 404, 404, 404],
+        ),
+        (
+            "GET",
+            format!("{p}/formList"),
+            None,
+            [200, 401, 200, 200, 404, 404],
+        ),
+        (
+            "HEAD",
+            format!("{p}/submission"),
+            None,
+            [204, 401, 204, 204, 404, 404],
+        ),
+        (
+            "POST",
+            format!("{p}/submission"),
+            Some("uuid:x"),
+            [201, 401, 403, 201, 404, 404],
+        ),
+        (
+            "GET",
+            "/v1/audits".into(),
+            None,
+            [403, 401, 403, 404, 404, 200],
+        ),
+        (
+            "GET",
+            "/v1/admin/restrictions".into(),
+            None,
+            [403, 401, 403, 404, 404, 200],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, submit_id, expected) in &table2 {
+        for (who, want) in more.iter().zip(expected) {
+            let base = match who {
+                More::OwnCollector => srv.url(&format!("/v1/key/{own_key}")),
+                More::OtherCollector => srv.url(&format!("/v1/key/{other_key}")),
+                _ => srv.url(""),
+            };
+            let path_here = match who {
+                More::OwnCollector | More::OtherCollector => {
+                    path.strip_prefix("/v1").unwrap_or(path)
+                }
+                _ => path.as_str(),
+            };
+            let mut r = c.request(method.parse().unwrap(), format!("{base}{path_here}"));
+            r = match who {
+                More::Editor => r.basic_auth("erin", Some(PASSWORD)),
+                More::Suspended => r.basic_auth("frank", Some(PASSWORD)),
+                More::Restricted => r.bearer_auth(&restricted),
+                More::AdminNoRole => r.bearer_auth(&admin),
+                More::OwnCollector | More::OtherCollector => r,
+            };
+            if let Some(id) = submit_id {
+                r = r.multipart(xml(&format!("{id}-{who:?}")));
+            } else if *method == "PATCH" {
+                r = r.json(&json!({"reviewState": "approved"}));
+            }
+            let resp = r.send().await.unwrap();
+            let got = resp.status().as_u16();
+            // A suspended account's password keeps failing, so sign-in throttling may answer
+            // 429 instead of 401: refused either way.
+            let throttled = matches!(who, More::Suspended) && got == 429;
+            if got != *want && !throttled {
+                failures.push(format!(
+                    "{method} {path} as {who:?}: got {got}, want {want}"
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "authorization matrix (2):\n{}",
+        failures.join("\n")
+    );
+
     // The same account with its password manages its tokens.
     let r = c
         .get(srv.url("/v1/tokens"))
