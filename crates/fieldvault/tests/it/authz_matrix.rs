@@ -601,3 +601,197 @@ async fn every_caller_against_every_endpoint() {
     assert_eq!(r.status(), 200);
     assert!(srv.stop());
 }
+
+/// Every project-scoped and administration route of the server (read from its source, so a new
+/// route cannot be forgotten) × every method, as callers who must get nothing: no credentials, a signed-in
+/// account without a role (never 403 either: it may not learn the project exists), a read-only
+/// token trying to change things, and a collector of another project. Then the manager's view
+/// must be exactly as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_project_route_refuses_outsiders_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    for u in ["alice", "dave"] {
+        create_user(dir.path(), &[], u, false);
+    }
+    let c = client();
+    let alice = |r: reqwest::RequestBuilder| r.basic_auth("alice", Some(PASSWORD));
+    let get = |path: String| {
+        let r = alice(c.get(srv.url(&path)));
+        async move { r.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let p: Value = alice(c.post(srv.url("/v1/projects")))
+        .json(&json!({"name": "M"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = p["id"].as_i64().unwrap();
+    let form = r#"<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml"><h:head><h:title>F</h:title><model><instance><data id="f" version="1"><q/><meta><instanceID/></meta></data></instance><bind nodeset="/data/meta/instanceID" type="string"/></model></h:head><h:body/></h:html>"#;
+    let r = alice(c.post(srv.url(&format!("/v1/projects/{pid}/forms?publish=true"))))
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sub = reqwest::multipart::Form::new().part(
+        "xml_submission_file",
+        reqwest::multipart::Part::bytes(&b"<data id=\"f\" version=\"1\"><q>1</q><meta><instanceID>uuid:m1</instanceID></meta></data>"[..]).file_name("s.xml"),
+    );
+    let r = alice(c.post(srv.url(&format!("/v1/projects/{pid}/submission"))))
+        .multipart(sub)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let app: Value = alice(c.post(srv.url(&format!("/v1/projects/{pid}/app-users"))))
+        .json(&json!({"displayName": "phone"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let app_id = app["id"].as_i64().unwrap();
+    let other: Value = alice(c.post(srv.url("/v1/projects")))
+        .json(&json!({"name": "Other"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let other_app: Value =
+        alice(c.post(srv.url(&format!("/v1/projects/{}/app-users", other["id"]))))
+            .json(&json!({"displayName": "other phone"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let other_key = other_app["token"].as_str().unwrap().to_owned();
+    let t: Value = alice(c.post(srv.url("/v1/tokens")))
+        .json(&json!({"name": "ro", "scopes": ["data:read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let read_token = t["token"].as_str().unwrap().to_owned();
+    let assets: Value = get("/api/v2/assets/".into()).await;
+    let uid = assets["results"][0]["uid"].as_str().unwrap().to_owned();
+    let snapshot = || async {
+        json!([
+            get(format!("/v1/projects/{pid}")).await,
+            get(format!("/v1/projects/{pid}/forms")).await,
+            get(format!("/v1/projects/{pid}/forms/f/submissions")).await,
+            get(format!("/v1/projects/{pid}/app-users")).await,
+            get(format!("/v1/projects/{pid}/key")).await,
+        ])
+    };
+    let before = snapshot().await;
+
+    // Every route template under a project or a KoboToolbox asset, from the server's source.
+    let mut templates = std::collections::BTreeSet::new();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fieldvault-server/src");
+    for f in crate::harness::files_under(&src) {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        for start in [
+            "\"/v1/projects/{",
+            "\"/api/v2/assets/{",
+            "\"/v1/admin/",
+            "\"/v1/audits",
+        ] {
+            for (i, _) in text.match_indices(start) {
+                let rest = &text[i + 1..];
+                if let Some(end) = rest.find('"') {
+                    templates.insert(rest[..end].to_owned());
+                }
+            }
+        }
+    }
+    assert!(templates.len() >= 35, "{templates:?}");
+    let fill = |t: &str| {
+        let kobo = t.starts_with("/api/v2/");
+        t.replace("{uid}", &uid)
+            .replace(
+                "{id}",
+                &if kobo {
+                    "1".to_owned()
+                } else {
+                    pid.to_string()
+                },
+            )
+            .replace("{pid}", &pid.to_string())
+            .replace("{form}", "f")
+            .replace("{xmlFormId}", "f")
+            .replace("{instance}", "uuid:m1")
+            .replace("{actorId}", &app_id.to_string())
+            .replace("{roleId}", "viewer")
+            .replace("{name}", "x.jpg")
+            .replace("{att}", "1")
+            .replace("{size}", "small")
+            .replace("{euid}", "x")
+            .replace("{table}", "x")
+    };
+    let mut failures = Vec::new();
+    let mut tried = 0;
+    for t in &templates {
+        let path = fill(t);
+        for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] {
+            // Central takes export options (and passphrases) in a POST body too: a read.
+            let export = path.ends_with(".csv") || path.ends_with(".csv.zip");
+            let changes = !matches!(method, "GET" | "HEAD") && !(export && method == "POST");
+            let mut callers: Vec<(&str, reqwest::RequestBuilder)> = vec![
+                (
+                    "anonymous",
+                    c.request(method.parse().unwrap(), srv.url(&path)),
+                ),
+                (
+                    "no role",
+                    c.request(method.parse().unwrap(), srv.url(&path))
+                        .basic_auth("dave", Some(PASSWORD)),
+                ),
+            ];
+            if changes {
+                callers.push((
+                    "read-only token",
+                    c.request(method.parse().unwrap(), srv.url(&path))
+                        .bearer_auth(&read_token),
+                ));
+            }
+            if let Some(rest) = path.strip_prefix("/v1") {
+                callers.push((
+                    "other project's collector",
+                    c.request(
+                        method.parse().unwrap(),
+                        srv.url(&format!("/v1/key/{other_key}{rest}")),
+                    ),
+                ));
+            }
+            for (who, r) in callers {
+                tried += 1;
+                let r = if changes { r.json(&json!({})) } else { r };
+                let got = r.send().await.unwrap().status().as_u16();
+                // Site administration may answer 403 to a known account; a project may not.
+                let site = path.starts_with("/v1/admin") || path.starts_with("/v1/audits");
+                let bad = (200..300).contains(&got) || (who == "no role" && got == 403 && !site);
+                if bad {
+                    failures.push(format!("{method} {path} as {who}: {got}"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {tried}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(snapshot().await, before, "refused requests changed nothing");
+    assert!(srv.stop());
+}
