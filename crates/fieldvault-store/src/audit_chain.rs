@@ -208,6 +208,15 @@ pub trait AuditStore: Send + Sync {
     /// The chain head: (seq, hash) of the newest entry.
     async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
 
+    /// A project's entries (target `project:<id>` or below it), newest first, with `seq` below
+    /// `before_seq`, at most `limit`.
+    async fn audit_entries_for_project(
+        &self,
+        project_id: i64,
+        before_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError>;
+
     /// The retention anchor: (seq, hash) of the newest entry deleted by retention, if any.
     async fn audit_anchor(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
 

@@ -2353,6 +2353,30 @@ async fn limits(settings: StorageSettings) {
     assert_eq!(store.budget_prune(100).await.unwrap(), 1); // user:1 at window 0
     assert_eq!(store.budget_get("user:1", 0).await.unwrap(), 0);
 
+    // A project's history: its own targets and those below it, newest first; not project 11's.
+    for target in ["project:1", "project:1/form:x", "project:11", "other"] {
+        store
+            .append_audit(&NewAudit {
+                actor: "cli:t".into(),
+                action: "test.target".into(),
+                target: Some(target.into()),
+                details: "{}".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let h = store
+        .audit_entries_for_project(1, i64::MAX, 10)
+        .await
+        .unwrap();
+    let targets: Vec<_> = h.iter().map(|r| r.target.clone().unwrap()).collect();
+    assert_eq!(targets, vec!["project:1/form:x", "project:1"]);
+    let older = store
+        .audit_entries_for_project(1, h[0].seq, 10)
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 1);
+
     // Audit retention: prune all but the newest, then the chain verifies from the anchor.
     for i in 0..4 {
         store

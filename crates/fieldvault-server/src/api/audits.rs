@@ -18,12 +18,52 @@ pub fn routes() -> Router<App> {
     Router::new()
         .route("/v1/audits", get(list))
         .route("/v1/audits/verify", get(verify))
+        .route("/v1/projects/{id}/audits", get(project_history))
 }
 
 #[derive(Deserialize)]
 struct Page {
     after: Option<i64>,
     limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct HistoryPage {
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/projects/{id}/audits[?before=SEQ&limit=N]`: the project's history, newest first, for
+/// its managers.
+async fn project_history(
+    State(app): State<App>,
+    who: AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(p): Query<HistoryPage>,
+) -> Result<Json<Value>, ApiError> {
+    // A malformed id names no project: 404, like every project route.
+    let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
+    let rows = audit::project_history(
+        app.store.as_ref(),
+        &who.actor,
+        fieldvault_core::ProjectId(id),
+        p.before,
+        p.limit.unwrap_or(100),
+    )
+    .await?;
+    Ok(Json(Value::Array(rows.iter().map(entry_json).collect())))
+}
+
+fn entry_json(r: &fieldvault_store::AuditRow) -> Value {
+    json!({
+        "seq": r.seq,
+        "loggedAt": iso(r.at),
+        "actor": r.actor,
+        "action": r.action,
+        "target": r.target,
+        "details": serde_json::from_str::<Value>(&r.details).unwrap_or(Value::Null),
+        "hash": fieldvault_crypto::random::to_hex(&r.hash),
+    })
 }
 
 async fn list(
@@ -38,21 +78,7 @@ async fn list(
         p.limit.unwrap_or(100),
     )
     .await?;
-    Ok(Json(Value::Array(
-        rows.iter()
-            .map(|r| {
-                json!({
-                    "seq": r.seq,
-                    "loggedAt": iso(r.at),
-                    "actor": r.actor,
-                    "action": r.action,
-                    "target": r.target,
-                    "details": serde_json::from_str::<Value>(&r.details).unwrap_or(Value::Null),
-                    "hash": fieldvault_crypto::random::to_hex(&r.hash),
-                })
-            })
-            .collect(),
-    )))
+    Ok(Json(Value::Array(rows.iter().map(entry_json).collect())))
 }
 
 async fn verify(State(app): State<App>, who: AuthUser) -> Result<Json<Value>, ApiError> {

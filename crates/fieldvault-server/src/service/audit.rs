@@ -59,6 +59,25 @@ pub async fn list(
         .await?)
 }
 
+/// A project's history for its managers (administrators need a role too: M6), newest first.
+pub async fn project_history(
+    store: &dyn Store,
+    actor: &Actor,
+    project: fieldvault_core::ProjectId,
+    before_seq: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditRow>, ServiceError> {
+    let (_, actor) = super::projects::readable(store, actor, project).await?;
+    authorize(&actor, Verb::ProjectUpdate, Resource::Project(project))?;
+    Ok(store
+        .audit_entries_for_project(
+            project.0,
+            before_seq.unwrap_or(i64::MAX),
+            limit.clamp(1, MAX_PAGE),
+        )
+        .await?)
+}
+
 /// Walks the whole chain in batches, in constant memory.
 pub async fn verify_all(store: &dyn Store, actor: &Actor) -> Result<Verified, ServiceError> {
     authorize(actor, Verb::UserList, Resource::Site)?;

@@ -67,6 +67,24 @@ macro_rules! audit_store_impl {
                     .await?)
             }
 
+            async fn audit_entries_for_project(
+                &self,
+                project_id: i64,
+                before_seq: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::audit_chain::AuditRow>, $crate::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT id, seq, at, actor, action, target, details, prev_hash, hash FROM audit_log \
+                     WHERE (target = $1 OR target LIKE $2) AND seq < $3 ORDER BY seq DESC LIMIT $4",
+                )
+                .bind(format!("project:{project_id}"))
+                .bind(format!("project:{project_id}/%"))
+                .bind(before_seq)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
             async fn audit_anchor(&self) -> Result<Option<(i64, Vec<u8>)>, $crate::StoreError> {
                 let row: Option<(i64, Option<Vec<u8>>)> =
                     sqlx::query_as("SELECT anchor_seq, anchor_hash FROM audit_head WHERE id = 1")

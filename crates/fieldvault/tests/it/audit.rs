@@ -302,3 +302,83 @@ async fn retention_keeps_the_rest_verifiable() {
     assert!(!ok && err.contains("does not follow"), "{err}");
     db.drop_db().await;
 }
+
+/// A project's managers read its history; others (an administrator without a role included)
+/// get 404, a viewer 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_history_for_managers() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    for u in ["mia", "vic", "nora"] {
+        create_user(dir.path(), &[], u, false);
+    }
+    let admin = crate::harness::admin_session(&srv, dir.path(), &[], "root").await;
+    let c = client();
+    let as_ = |u: &'static str, r: reqwest::RequestBuilder| r.basic_auth(u, Some(PASSWORD));
+    let mk = |name: &'static str| {
+        as_("mia", c.post(srv.url("/v1/projects")))
+            .json(&json!({"name": name}))
+            .send()
+    };
+    let p: Value = mk("Mine").await.unwrap().json().await.unwrap();
+    let other: Value = mk("Other").await.unwrap().json().await.unwrap();
+    let pid = p["id"].as_i64().unwrap();
+    let r = as_("mia", c.patch(srv.url(&format!("/v1/projects/{pid}"))))
+        .json(&json!({"description": "d"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let vic: Value = as_("vic", c.get(srv.url("/v1/users/current")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = as_(
+        "mia",
+        c.post(srv.url(&format!(
+            "/v1/projects/{pid}/assignments/viewer/{}",
+            vic["id"]
+        ))),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let h: Value = as_("mia", c.get(srv.url(&format!("/v1/projects/{pid}/audits"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = h.as_array().unwrap();
+    assert!(entries.len() >= 3, "{h}");
+    assert!(
+        entries
+            .windows(2)
+            .all(|w| w[0]["seq"].as_i64() > w[1]["seq"].as_i64())
+    );
+    let target = format!("project:{pid}");
+    assert!(entries.iter().all(|e| {
+        let t = e["target"].as_str().unwrap_or_default();
+        t == target || t.starts_with(&format!("{target}/"))
+    }));
+    assert!(entries.iter().any(|e| e["action"] == "project.update"));
+    // Nothing of the other project.
+    let other_target = format!("project:{}", other["id"]);
+    assert!(!entries.iter().any(|e| e["target"] == other_target.as_str()));
+    let status = |r: reqwest::RequestBuilder| async move { r.send().await.unwrap().status() };
+    let url = srv.url(&format!("/v1/projects/{pid}/audits"));
+    assert_eq!(status(as_("vic", c.get(&url))).await, 403);
+    assert_eq!(status(as_("nora", c.get(&url))).await, 404);
+    assert_eq!(status(c.get(&url).bearer_auth(&admin)).await, 404);
+    assert_eq!(status(c.get(&url)).await, 401);
+    assert_eq!(
+        status(as_("mia", c.get(srv.url("/v1/projects/x/audits")))).await,
+        404
+    );
+    assert!(srv.stop());
+}
