@@ -17,6 +17,7 @@ pub mod intake_journal;
 pub mod keyfile;
 pub mod keyring;
 pub mod kobo;
+pub mod leader;
 pub mod lifecycle;
 pub mod limits;
 pub mod model;
@@ -42,6 +43,7 @@ pub use forms::{
 };
 pub use keyring::Keyring;
 pub use kobo::{KoboExportRow, KoboRecord, KoboStore, NewKoboExport, VersionRewrite};
+pub use leader::{LeaderStore, Leadership};
 pub use lifecycle::{InviteRow, LifecycleStore, NewInvite, PasswordResetRow};
 pub use limits::{BudgetDelta, LimitStore, NoticeRow, RestrictionRow};
 pub use model::{DataKeyRow, NewProject, NewUser, ProjectRow, UserRow, now_ms};
@@ -91,6 +93,7 @@ pub trait Store:
     + ProjectKeyStore
     + LifecycleStore
     + LimitStore
+    + LeaderStore
     + Send
     + Sync
     + 'static

@@ -59,3 +59,17 @@ crate::sql::project_key_store_impl!(PgStore, "BEGIN");
 crate::sql::data_store_impl!(PgStore, "BEGIN");
 crate::sql::lifecycle_store_impl!(PgStore, "BEGIN");
 crate::sql::limit_store_impl!(PgStore, "BEGIN");
+
+#[async_trait::async_trait]
+impl crate::LeaderStore for PgStore {
+    async fn try_lead(&self, name: &str) -> Result<Option<crate::Leadership>, StoreError> {
+        // A connection of its own, out of the pool: the session lock lives as long as it does,
+        // and it never goes back to the pool still holding the lock.
+        let mut conn = self.pool.acquire().await?.detach();
+        let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(crate::leader::lock_key(name))
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(got.then(|| crate::Leadership::locked(conn)))
+    }
+}

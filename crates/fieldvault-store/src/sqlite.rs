@@ -101,3 +101,10 @@ crate::sql::project_key_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
 crate::sql::data_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
 crate::sql::lifecycle_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
 crate::sql::limit_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
+
+#[async_trait::async_trait]
+impl crate::LeaderStore for SqliteStore {
+    async fn try_lead(&self, _name: &str) -> Result<Option<crate::Leadership>, StoreError> {
+        Ok(Some(crate::Leadership::sole()))
+    }
+}

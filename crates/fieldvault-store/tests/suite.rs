@@ -2429,3 +2429,48 @@ async fn limits_postgres() {
     limits(settings(dir.path(), Some(&db.url))).await;
     db.drop_db().await;
 }
+
+/// Leadership: on PostgreSQL one holder at a time, released when dropped; the embedded store
+/// always leads.
+#[tokio::test]
+async fn leadership_postgres() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&settings(dir.path(), Some(&db.url)), true)
+        .await
+        .unwrap();
+    let b = open(&settings(dir.path(), Some(&db.url)), true)
+        .await
+        .unwrap();
+    let mut lead = a.store.try_lead("job").await.unwrap().expect("first leads");
+    assert!(b.store.try_lead("job").await.unwrap().is_none());
+    assert!(b.store.try_lead("other job").await.unwrap().is_some());
+    assert!(lead.still_held().await);
+    drop(lead);
+    // The connection closes with the guard; the lock goes with it.
+    let mut got = None;
+    for _ in 0..50 {
+        got = b.store.try_lead("job").await.unwrap();
+        if got.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(got.is_some(), "leadership passes on");
+    a.store.close().await;
+    b.store.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn leadership_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&settings(&dir.path().join("data"), None), true)
+        .await
+        .unwrap();
+    assert!(a.store.try_lead("job").await.unwrap().is_some());
+    assert!(a.store.try_lead("job").await.unwrap().is_some());
+    a.store.close().await;
+}

@@ -262,14 +262,18 @@ async fn verify_into(
     })
 }
 
+/// The leadership name of the backup schedule.
+const SCHEDULER: &str = "backup-scheduler";
 /// How often the scheduler looks whether a backup is due.
 const CHECK_EVERY: Duration = Duration::from_secs(15 * 60);
 /// A backup is due when the newest on the target is older than this.
 const DAILY: i64 = 24 * 3600 * 1000;
 
 /// Starts the daily schedule (when `backup.target` is set). With several instances sharing a
-/// database, the instance whose claim `backup_claim:<day>` lands first takes that day's backup
-/// (the claim is a write-once metadata row, so exactly one wins).
+/// PostgreSQL database exactly one runs it: the holder of the `backup-scheduler` advisory lock
+/// (`fieldvault_store::leader`). If it dies, the lock goes with its connection and another
+/// instance takes over within [`CHECK_EVERY`] — and, finding no backup of the last day, takes
+/// the one the dead leader did not finish.
 pub fn spawn_scheduler(
     config: std::sync::Arc<Config>,
     store: std::sync::Arc<dyn Store>,
@@ -281,11 +285,29 @@ pub fn spawn_scheduler(
         return;
     }
     tokio::spawn(async move {
-        let me = fieldvault_crypto::random::hex(8).unwrap_or_default();
+        let mut lead: Option<fieldvault_store::Leadership> = None;
         loop {
-            if let Err(e) =
-                maybe_backup(&config, store.as_ref(), &blobs, &keyring, &status, &me).await
+            if let Some(l) = lead.as_mut()
+                && !l.still_held().await
             {
+                tracing::warn!("lost the backup scheduler's lock; trying to take it again");
+                lead = None;
+            }
+            if lead.is_none() {
+                match store.try_lead(SCHEDULER).await {
+                    Ok(Some(l)) => {
+                        tracing::info!("this instance runs the backup schedule");
+                        lead = Some(l);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot take the backup scheduler's lock"),
+                }
+            }
+            if lead.is_none() {
+                tokio::time::sleep(CHECK_EVERY).await;
+                continue;
+            }
+            if let Err(e) = maybe_backup(&config, store.as_ref(), &blobs, &keyring, &status).await {
                 tracing::error!(error = %e, "scheduled backup failed");
                 if let Ok(mut s) = status.lock() {
                     s.last_failure = Some(fieldvault_store::now_ms() / 1000);
@@ -302,7 +324,6 @@ async fn maybe_backup(
     blobs: &BlobStore,
     keyring: &Keyring,
     status: &SharedStatus,
-    me: &str,
 ) -> Result<(), ServiceError> {
     let target = configured_target(config)?;
     let now = fieldvault_store::now_ms();
@@ -312,11 +333,6 @@ async fn maybe_backup(
         .filter_map(|i| backup::id_time(i))
         .max();
     if newest.is_some_and(|t| now - t < DAILY) {
-        return Ok(());
-    }
-    let claim = format!("backup_claim:{}", now / DAILY);
-    let won = store.meta_init(&claim, me.as_bytes()).await? == me.as_bytes();
-    if !won {
         return Ok(());
     }
     let actor = Actor::Operator {

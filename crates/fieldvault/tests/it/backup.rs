@@ -309,3 +309,61 @@ async fn postgres_backup_restores_into_a_new_database() {
     db.drop_db().await;
     fresh.drop_db().await;
 }
+
+/// Two instances on one PostgreSQL database with one backup target: exactly one runs the daily
+/// schedule (the holder of the scheduler's advisory lock), so one backup is taken, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_scheduler_among_instances() {
+    use fieldvault_testkit::pg::TestDb;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("backup.key");
+    let (ok, _, err) = fv(
+        dir.path(),
+        &[],
+        &["backup", "keygen", key.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let key_s = key.display().to_string();
+    let t = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", t.path().display());
+    let env = [
+        ("FIELDVAULT_DATABASE_URL", db.url.as_str()),
+        (
+            "FIELDVAULT_MASTER_KEY",
+            "3q2+7wABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhs=",
+        ),
+        ("FIELDVAULT_BACKUP_TARGET", target.as_str()),
+        ("FIELDVAULT_BACKUP_KEY_FILE", key_s.as_str()),
+    ];
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start(d1.path(), &env);
+    let b = Server::start(d2.path(), &env);
+    let list = || {
+        let (ok, out, err) = fv(dir.path(), &env, &["backup", "list"]);
+        assert!(ok, "{err}");
+        out.lines().filter(|l| l.contains('Z')).count()
+    };
+    let started = std::time::Instant::now();
+    while list() == 0 {
+        assert!(started.elapsed().as_secs() < 90, "no scheduled backup");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // Give the other instance every chance to take a second one.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(list(), 1, "exactly one instance ran the schedule");
+    let out = std::process::Command::new("psql")
+        .arg(&db.url)
+        .args([
+            "-qtA",
+            "-c",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    drop((a, b));
+    db.drop_db().await;
+}
