@@ -324,7 +324,7 @@ impl PgCluster {
         );
         let out = self
             .pg_command("pg_ctl")
-            .args(["-w", "-t", "60", "-o", &opts, "-l"])
+            .args(["-w", "-t", "180", "-o", &opts, "-l"])
             .arg(self.dir.path().join("log"))
             .arg("-D")
             .arg(self.data_dir())
