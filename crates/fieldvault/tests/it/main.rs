@@ -22,6 +22,7 @@ mod limits;
 mod odk_cli;
 mod openrosa;
 mod passwords;
+mod pitr;
 mod project_key;
 mod serve;
 mod signup;
