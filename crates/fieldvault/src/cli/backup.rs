@@ -123,15 +123,21 @@ pub async fn run(args: &Args, config: Arc<Config>, passphrase_stdin: bool) -> an
     }
 }
 
-/// `fieldvault restore --from TARGET [--backup ID] --data-dir NEW | --into-database-url URL`.
+/// `fieldvault restore --from TARGET [--backup ID | --to-time T] --data-dir NEW |
+/// --into-database-url URL`.
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
     /// The backup target (`file:///path` or `s3://bucket/prefix`).
     #[arg(long)]
     from: String,
     /// Backup id (default: the newest).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "to_time")]
     backup: Option<String>,
+    /// The newest backup taken at or before this UTC time (`2026-11-27T10:41Z` or RFC 3339).
+    /// Backups are daily; to the minute on PostgreSQL is pgBackRest's point-in-time recovery
+    /// (docs/operations/backup-and-restore.md).
+    #[arg(long)]
+    to_time: Option<String>,
     /// Restore a PostgreSQL backup into this (empty) database instead of a data directory.
     #[arg(long)]
     into_database_url: Option<String>,
@@ -151,9 +157,20 @@ pub async fn restore(args: &RestoreArgs, config: Arc<Config>) -> anyhow::Result<
         .or_else(|| config.backup_key_file.clone())
         .ok_or_else(|| anyhow::anyhow!("pass --backup-key-file (or set backup.key_file)"))?;
     let key = BackupKey::load(&key_path)?;
-    let id = match &args.backup {
-        Some(i) => i.clone(),
-        None => backup::list(&target)
+    let id = match (&args.backup, &args.to_time) {
+        (Some(i), _) => i.clone(),
+        (None, Some(t)) => {
+            let at = parse_utc(t)?;
+            backup::list(&target)
+                .await?
+                .into_iter()
+                .filter(|i| backup::id_time(i).is_some_and(|ms| ms <= at))
+                .max_by_key(|i| backup::id_time(i))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{} holds no backup taken at or before {t}", args.from)
+                })?
+        }
+        (None, None) => backup::list(&target)
             .await?
             .pop()
             .ok_or_else(|| anyhow::anyhow!("{} holds no backup", args.from))?,
@@ -219,4 +236,31 @@ pub async fn restore(args: &RestoreArgs, config: Arc<Config>) -> anyhow::Result<
         m.id, m.backend, done.objects, done.blobs, m.master_key_fingerprint
     );
     Ok(())
+}
+
+/// A UTC time as ms since the epoch: RFC 3339, or to the minute (`2026-11-27T10:41Z`).
+fn parse_utc(t: &str) -> anyhow::Result<i64> {
+    let t = t.trim();
+    let full = match t.strip_suffix('Z') {
+        Some(rest) if rest.len() == 16 => format!("{rest}:00Z"),
+        _ => t.to_owned(),
+    };
+    let at = humantime::parse_rfc3339_weak(full.trim_end_matches('Z')).map_err(|_| {
+        anyhow::anyhow!("--to-time {t:?} is not a UTC time such as 2026-11-27T10:41Z")
+    })?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| anyhow::anyhow!("--to-time {t:?} is before 1970"))?
+        .as_millis();
+    Ok(i64::try_from(ms)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_to_the_minute_or_rfc3339() {
+        assert_eq!(super::parse_utc("1970-01-01T00:01Z").unwrap(), 60_000);
+        assert_eq!(super::parse_utc("1970-01-01T00:00:02Z").unwrap(), 2_000);
+        assert!(super::parse_utc("yesterday").is_err());
+    }
 }

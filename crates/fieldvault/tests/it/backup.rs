@@ -98,6 +98,50 @@ async fn scenario(target: &str, extra: &[(&str, &str)]) {
     assert!(out.contains("row counts match"), "{out}");
     assert!(srv.stop());
 
+    // --to-time picks the newest backup at or before the time; none before the first is an error.
+    let (ok, _, err) = fv(
+        dir.path(),
+        &env,
+        &[
+            "restore",
+            "--from",
+            target,
+            "--to-time",
+            "2000-01-01T00:00Z",
+            "--data-dir",
+            "tt-none",
+        ],
+    );
+    assert!(!ok && err.contains("no backup taken at or before"), "{err}");
+    let (ok, _, err) = fv(
+        dir.path(),
+        &env,
+        &[
+            "restore",
+            "--from",
+            target,
+            "--to-time",
+            "2999-01-01T00:00Z",
+            "--data-dir",
+            "tt",
+        ],
+    );
+    assert!(ok && err.contains(id2.trim()), "{err}");
+    let (ok, _, err) = fv(
+        dir.path(),
+        &env,
+        &[
+            "restore",
+            "--from",
+            target,
+            "--to-time",
+            "soon",
+            "--data-dir",
+            "tt-bad",
+        ],
+    );
+    assert!(!ok && err.contains("is not a UTC time"), "{err}");
+
     // Backup → wipe → restore → identical decrypted content.
     let master = std::fs::read(dir.path().join("fieldvault-data/master.key")).unwrap();
     std::fs::remove_dir_all(dir.path().join("fieldvault-data")).unwrap();
