@@ -197,7 +197,47 @@ async function main() {
     assert.match(await page.textContent('#token-value'), /^fvt_/);
     await page.locator('#token-table tbody tr', { hasText: 'pull script' }).waitFor();
     await page.locator('#session-created').filter({ hasNotText: '…' }).waitFor();
+    await page.locator('#notice-list li', { hasText: 'No notices.' }).waitFor();
+
+    // ---- a script over its budget: the token is restricted, its owner is told ----
+    // The server runs with 1 s windows, an API budget of 200, restriction after 2× the budget in
+    // 3 consecutive windows, mode `suspended` (console.rs). 64 parallel loops keep far above
+    // 400 attempts a second until the token's requests answer 403 `restricted`.
+    step('sustained excess restricts the API token');
+    const apiToken = (await page.textContent('#token-value')).trim();
+    const hammer = async () => {
+      const started = Date.now();
+      let restricted = false;
+      const statuses = new Map();
+      const worker = async () => {
+        while (!restricted && Date.now() - started < 60000) {
+          try {
+            const r = await fetch(`${BASE}/v1/projects`, { headers: { Authorization: `Bearer ${apiToken}` } });
+            const body = await r.text();
+            statuses.set(r.status, (statuses.get(r.status) || 0) + 1);
+            if (r.status === 403 && JSON.parse(body).code === 'restricted') restricted = true;
+          } catch (e) {
+            statuses.set('error', (statuses.get('error') || 0) + 1);
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: 64 }, worker));
+      assert.ok(restricted, `no restriction after 60 s of sustained excess: ${JSON.stringify([...statuses])}`);
+      step(`restricted after ${Date.now() - started} ms (${JSON.stringify([...statuses])})`);
+    };
+    await hammer();
+    await new Promise((r) => setTimeout(r, 1100));
+    step('the notice on the account page, marked read');
+    await page.reload();
+    const notice = page.locator('#notice-list li.unread[data-kind^="restriction"]');
+    await notice.waitFor();
+    assert.match(await notice.textContent(), /token/);
+    await page.locator('#notices-read').waitFor({ state: 'visible' });
     await shot(page, 'account');
+    await page.click('#notices-read');
+    await page.locator('#notice-list li.read[data-kind^="restriction"]').waitFor();
+    assert.equal(await page.locator('#notice-list li.unread').count(), 0);
+    assert.ok(await page.locator('#notices-read').isHidden(), 'nothing left to mark read');
 
     // ---- log in again: the second-factor step ----
     step('log in with the second factor');
@@ -384,6 +424,28 @@ async function main() {
     await page.locator('#audit-chain.ok').waitFor();
     assert.match(await page.textContent('#audit-chain'), /intact/);
     await page.locator('#health-status', { hasText: 'ok' }).waitFor();
+
+    step('lift the token\'s restriction');
+    const stillRestricted = await fetch(`${BASE}/v1/projects`, { headers: { Authorization: `Bearer ${apiToken}` } });
+    assert.equal(stillRestricted.status, 403, 'the restricted token is refused');
+    const activeRow = page.locator('#restriction-table tbody tr[data-active="true"][data-subject^="token:"]');
+    await activeRow.waitFor();
+    assert.match(await activeRow.textContent(), /suspended/);
+    await activeRow.locator('button', { hasText: 'Lift' }).click();
+    await page.locator('#restrictions .ok').waitFor({ state: 'visible' });
+    const liftedRow = page.locator('#restriction-table tbody tr[data-active="false"][data-subject^="token:"]');
+    await liftedRow.waitFor();
+    assert.match(await liftedRow.textContent(), new RegExp(`lifted .* by user:${ADMIN}`));
+    assert.equal(await page.locator('#restriction-table tbody tr[data-active="true"]').count(), 0);
+    // The lift reaches the budget checker within its one-second reload.
+    let freed = 0;
+    for (let i = 0; i < 30 && freed !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      freed = (await fetch(`${BASE}/v1/projects`, { headers: { Authorization: `Bearer ${apiToken}` } })).status;
+    }
+    assert.equal(freed, 200, 'the token works again once lifted');
+    await page.locator('#audit-table tbody tr', { hasText: 'restriction.create' }).first().waitFor();
+
     await page.fill('#user-query', 'alice');
     await page.click('#user-find button[type="submit"]');
     await page.locator('#user-card').waitFor();

@@ -96,7 +96,19 @@ async fn console_in_a_browser() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &[("FIELDVAULT_SIGNUP_MODE", "open")]);
+    // One-second budget windows so the test can provoke an automatic restriction in seconds;
+    // the budget (200 a second) stays far above what the browser itself needs.
+    let srv = Server::start(
+        dir.path(),
+        &[
+            ("FIELDVAULT_SIGNUP_MODE", "open"),
+            ("FIELDVAULT_LIMITS_WINDOW_SECS", "1"),
+            ("FIELDVAULT_LIMITS_API_PER_WINDOW", "200"),
+            ("FIELDVAULT_LIMITS_RESTRICT_FACTOR", "2"),
+            ("FIELDVAULT_LIMITS_RESTRICT_WINDOWS", "3"),
+            ("FIELDVAULT_LIMITS_RESTRICT_MODE", "suspended"),
+        ],
+    );
     let (admin_id, codes) = admin_with_second_factor(&srv, dir.path(), "root").await;
     let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
 
@@ -123,6 +135,7 @@ async fn console_in_a_browser() {
         srv.stderr_text()
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
+    println!("{stdout}");
 
     // What the browser did is in the audit log, and the suspended account stays refused.
     let log = srv.stdout.lock().unwrap().join("\n");

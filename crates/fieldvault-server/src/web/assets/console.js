@@ -314,6 +314,28 @@
       });
     }
 
+    // Notices (e.g. an automatic restriction of one of this account's tokens), newest first.
+    const notices = async () => {
+      const list = $('#notice-list');
+      const box = $('#notices');
+      try {
+        const ns = await api('GET', '/v1/users/current/notices');
+        list.replaceChildren(...ns.map((n) => el('li', { class: n.readAt ? 'notice read' : 'notice unread', dataset: { kind: n.kind } },
+          el('strong', { text: n.readAt ? 'Read' : 'New' }), ` ${when(n.createdAt)}: `, n.message,
+          ' ', el('code', { text: n.kind }))));
+        if (!ns.length) list.replaceChildren(el('li', { text: 'No notices.' }));
+        $('#notices-read').hidden = !ns.some((n) => !n.readAt);
+      } catch (e) { showProblem(box, e); }
+    };
+    notices();
+    $('#notices-read').addEventListener('click', async () => {
+      clearProblem($('#notices'));
+      try {
+        await api('POST', '/v1/users/current/notices/read');
+        await notices();
+      } catch (e) { showProblem($('#notices'), e); }
+    });
+
     const tokens = async () => {
       const tbody = $('#token-table tbody');
       try {
@@ -857,6 +879,35 @@
         } catch (e) { showProblem(card, e); }
       }));
     }
+
+    // Automatic rate-limit restrictions, with a Lift button for those in force.
+    const restrictions = async () => {
+      const box = $('#restrictions');
+      const tbody = $('#restriction-table tbody');
+      try {
+        const list = await api('GET', '/v1/admin/restrictions');
+        tbody.replaceChildren(...list.map((r) => el('tr', { dataset: { id: String(r.id), subject: r.subject, active: String(r.active) } },
+          el('td', {}, el('code', { text: r.subject })),
+          el('td', { text: r.mode }),
+          el('td', { text: when(r.createdAt) }),
+          el('td', { text: r.reason }),
+          el('td', { class: r.active ? 'state-revoked' : 'state-active',
+            text: r.active ? 'in force' : `lifted ${when(r.liftedAt)}${r.liftedBy ? ` by ${r.liftedBy}` : ''}` }),
+          el('td', {}, r.active ? el('button', {
+            type: 'button', class: 'secondary small', 'aria-label': `Lift the restriction of ${r.subject}`, text: 'Lift',
+            on: { click: async () => {
+              clearProblem(box);
+              try {
+                await api('POST', `/v1/admin/restrictions/${r.id}/lift`);
+                showOk(box, `Lifted the restriction of ${r.subject}.`);
+                await restrictions();
+              } catch (e) { showProblem(box, e); }
+            } },
+          }) : null))));
+        if (!list.length) tbody.replaceChildren(el('tr', {}, el('td', { colspan: 6, text: 'No restrictions.' })));
+      } catch (e) { showProblem(box, e); }
+    };
+    restrictions();
 
     onSubmit($('#user-create'), async (form) => {
       const body = { username: $('#new-username').value.trim(), password: $('#new-password').value, superuser: $('#new-superuser').checked };
