@@ -446,12 +446,27 @@ async function main() {
     assert.equal(freed, 200, 'the token works again once lifted');
     await page.locator('#audit-table tbody tr', { hasText: 'restriction.create' }).first().waitFor();
 
-    await page.fill('#user-query', 'alice');
-    await page.click('#user-find button[type="submit"]');
+    step('the account list: filter, suspend from a row');
+    await page.locator('#user-table tbody tr[data-username="root"]').waitFor();
+    await page.locator('#user-table tbody tr[data-username="alice"] td.state-active').waitFor();
+    await page.fill('#user-list-q', 'ALI');
+    await page.click('#user-list-form button[type="submit"]');
+    await page.waitForFunction(() => {
+      const rows = document.querySelectorAll('#user-table tbody tr[data-user-id]');
+      return rows.length === 1 && rows[0].dataset.username === 'alice';
+    });
+    await page.click('#user-table button[aria-label="Suspend alice"]');
+    await page.locator('#user-table tbody tr[data-username="alice"] td.state-suspended').waitFor();
+    await page.fill('#user-list-q', 'nobody-like-this');
+    await page.click('#user-list-form button[type="submit"]');
+    await page.locator('#user-table tbody td', { hasText: 'No account matches' }).waitFor();
+    await page.fill('#user-list-q', '');
+    await page.click('#user-list-form button[type="submit"]');
+    await page.locator('#user-table tbody tr[data-username="root"]').waitFor();
+    await page.click('#user-table a[aria-label="Manage alice"]');
     await page.locator('#user-card').waitFor();
-    assert.equal(await page.textContent('#user-state'), 'active');
-    await page.click('button[data-admin-action="suspend"]');
-    await page.locator('#user-state', { hasText: 'suspended' }).waitFor();
+    assert.equal(await page.textContent('#user-state'), 'suspended');
+    assert.equal(await page.inputValue('#user-query'), await page.getAttribute('#user-card', 'data-user-id'));
     await page.locator('#audit-table tbody tr', { hasText: 'user.suspend' }).first().waitFor();
     await shot(page, 'admin');
     const refused = await fetch(`${BASE}/v1/sessions`, {

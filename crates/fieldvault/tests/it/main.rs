@@ -29,3 +29,4 @@ mod startup_errors;
 mod tls;
 mod tokens;
 mod two_factor_admin;
+mod users_list;

@@ -850,6 +850,52 @@
       }
     })();
 
+    // Every account, 50 a page, filtered by part of a username or e-mail (GET /v1/users?q=).
+    const users = { q: '', offset: 0, limit: 50 };
+    const loadUsers = async () => {
+      const tbody = $('#user-table tbody');
+      $('#user-list-problem').hidden = true;
+      try {
+        const params = new URLSearchParams({ limit: String(users.limit + 1), offset: String(users.offset) });
+        if (users.q) params.set('q', users.q);
+        const list = await api('GET', `/v1/users?${params}`);
+        const more = list.length > users.limit;
+        const shown = list.slice(0, users.limit);
+        tbody.replaceChildren(...shown.map((u) => el('tr', { dataset: { userId: String(u.id), username: u.displayName } },
+          el('td', { text: String(u.id) }),
+          el('td', { text: u.displayName }),
+          el('td', { text: u.email || '—' }),
+          el('td', { text: when(u.createdAt) }),
+          el('td', { text: u.superuser ? 'administrator' : 'user' }),
+          el('td', { class: u.active ? 'state-active' : 'state-suspended',
+            text: (u.active ? 'active' : 'suspended') + (u.mustResetPassword ? ', reset forced' : '') + (u.require2fa ? ', two-factor required' : '') }),
+          el('td', {}, el('div', { class: 'actions' },
+            el('button', {
+              type: 'button', class: u.active ? 'danger small' : 'secondary small',
+              'aria-label': `${u.active ? 'Suspend' : 'Reactivate'} ${u.displayName}`, text: u.active ? 'Suspend' : 'Reactivate',
+              on: { click: async () => {
+                try {
+                  await api('POST', `/v1/admin/users/${u.id}/${u.active ? 'suspend' : 'activate'}`);
+                  await loadUsers();
+                } catch (e) { showProblem($('#user-list-problem'), e); }
+              } },
+            }),
+            el('a', { href: `/console/admin?user=${u.id}#user-card`, 'aria-label': `Manage ${u.displayName}`, text: 'Manage' }))))));
+        if (!shown.length) tbody.replaceChildren(el('tr', {}, el('td', { colspan: 7, text: users.q ? `No account matches “${users.q}”.` : 'No accounts.' })));
+        $('#users-page').textContent = shown.length ? `${users.offset + 1}–${users.offset + shown.length}` : '';
+        $('#users-prev').disabled = users.offset === 0;
+        $('#users-next').disabled = !more;
+      } catch (e) { showProblem($('#user-list-problem'), e); }
+    };
+    loadUsers();
+    onSubmit($('#user-list-form'), async () => {
+      users.q = $('#user-list-q').value.trim();
+      users.offset = 0;
+      await loadUsers();
+    });
+    $('#users-prev').addEventListener('click', () => { users.offset = Math.max(0, users.offset - users.limit); loadUsers(); });
+    $('#users-next').addEventListener('click', () => { users.offset += users.limit; loadUsers(); });
+
     const card = $('#user-card');
     if (card) {
       const id = card.dataset.userId;
