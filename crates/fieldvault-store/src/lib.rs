@@ -39,6 +39,7 @@ pub use data::{Cursor, DataStore, Deleted, PageQuery, Purged, SubmissionRecord};
 pub use error::StoreError;
 pub use forms::{
     AppUserRow, Counts, FormAttachmentRow, FormDefMeta, FormDefRow, FormRow, FormStore, NewFormDef,
+    ProjectRoleRow,
 };
 pub use keyring::Keyring;
 pub use kobo::{KoboExportRow, KoboRecord, KoboStore, NewKoboExport, VersionRewrite};

@@ -696,6 +696,52 @@ async fn forms_and_submissions(settings: StorageSettings) {
             .as_deref(),
         Some("manager")
     );
+    // Listing and removing roles: by account, filtered by role; removal only of the role held.
+    let v = store.create_user(&user("looker")).await.unwrap();
+    store
+        .set_project_role(pid, v.user_id(), "viewer")
+        .await
+        .unwrap();
+    let all = store.project_roles(pid, None).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|r| (r.username.as_str(), r.role.as_str()))
+            .collect::<Vec<_>>(),
+        [("manager", "manager"), ("looker", "viewer")]
+    );
+    assert_eq!(all[1].user_id, v.id);
+    assert_eq!(all[1].user_created_at, v.created_at);
+    let viewers = store.project_roles(pid, Some("viewer")).await.unwrap();
+    assert_eq!(viewers.len(), 1);
+    assert_eq!(viewers[0].user_id, v.id);
+    assert!(
+        store
+            .project_roles(pid, Some("formfill"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .project_roles(ProjectId(9_999), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.remove_project_role(pid, v.user_id(), "manager").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.project_roles(pid, None).await.unwrap().len(), 2);
+    store
+        .remove_project_role(pid, v.user_id(), "viewer")
+        .await
+        .unwrap();
+    assert_eq!(store.project_role(pid, v.user_id()).await.unwrap(), None);
+    assert!(matches!(
+        store.remove_project_role(pid, v.user_id(), "viewer").await,
+        Err(StoreError::NotFound)
+    ));
     let au = store
         .create_app_user(pid, "Enumerator 1", b"hash-1", Some(u.user_id()))
         .await

@@ -523,12 +523,46 @@
       box.scrollIntoView();
     });
 
+    // Who holds which role (GET …/assignments/{role} for each role; managers only).
+    const ROLES = [['manager', 'Manager'], ['editor', 'Editor'], ['viewer', 'Viewer'], ['formfill', 'Data collector']];
+    const loadRoles = async () => {
+      const tbody = $('#role-table tbody');
+      $('#roles-problem').hidden = true;
+      try {
+        const lists = await Promise.all(ROLES.map(([r]) => api('GET', `${base}/assignments/${r}`)));
+        const rows = ROLES.flatMap(([role, label], i) => lists[i].map((a) => el('tr', { dataset: { actorId: String(a.id), role } },
+          el('td', { text: a.displayName }),
+          el('td', { text: String(a.id) }),
+          el('td', { text: label }),
+          el('td', {}, el('button', {
+            type: 'button', class: 'danger small', 'aria-label': `Revoke ${label.toLowerCase()} role of ${a.displayName}`, text: 'Revoke',
+            on: { click: async () => {
+              $('#roles-problem').hidden = true;
+              try {
+                await api('DELETE', `${base}/assignments/${role}/${a.id}`);
+                await loadRoles();
+              } catch (e) { showProblem($('#roles-problem'), e); }
+            } },
+          })))));
+        tbody.replaceChildren(...rows);
+        if (!rows.length) tbody.replaceChildren(el('tr', {}, el('td', { colspan: 4, text: 'Nobody yet.' })));
+      } catch (e) {
+        if (e.status === 403) {
+          tbody.replaceChildren(el('tr', {}, el('td', { colspan: 4, text: 'Only the project\'s managers see who has a role here.' })));
+        } else {
+          showProblem($('#roles-problem'), e);
+        }
+      }
+    };
+    loadRoles();
     onSubmit($('#share-form'), async (form) => {
       const id = $('#share-user').value.trim();
       const role = $('#share-role').value;
       if (!/^\d+$/.test(id)) throw new Problem(400, 'invalid', 'The account id is a number (shown on that person\'s Account page).');
       await api('POST', `${base}/assignments/${enc(role)}/${id}`);
       showOk(form, `Account ${id} is now ${role} of this project.`);
+      $('#share-user').value = '';
+      await loadRoles();
     });
 
     const loadKey = async () => {
