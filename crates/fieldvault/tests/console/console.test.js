@@ -93,10 +93,12 @@ async function shot(page, name) {
 }
 
 // A submission as ODK Collect sends it: multipart with xml_submission_file.
-async function submit(serverUrl, instanceId, name, age, phone) {
+// With `deprecatedId`, an edit of that version (as Collect sends one).
+async function submit(serverUrl, instanceId, name, age, phone, deprecatedId) {
+  const deprecated = deprecatedId ? `<deprecatedID>${deprecatedId}</deprecatedID>` : '';
   const xml = `<?xml version="1.0"?><data id="household" version="1" xmlns:jr="http://openrosa.org/javarosa">` +
     `<name>${name}</name><age>${age}</age><phone>${phone}</phone>` +
-    `<meta><instanceID>${instanceId}</instanceID></meta></data>`;
+    `<meta><instanceID>${instanceId}</instanceID>${deprecated}</meta></data>`;
   const body = new FormData();
   body.append('xml_submission_file', new Blob([xml], { type: 'text/xml' }), 'submission.xml');
   const r = await fetch(`${serverUrl}/submission`, {
@@ -351,10 +353,21 @@ async function main() {
     await page.locator('#bulk-delete-form .ok').waitFor({ state: 'visible' });
     await page.waitForFunction(() => document.querySelectorAll('#subs-table tbody tr[data-id]').length === 2);
 
-    step('one submission, review state');
+    step('an edit over OpenRosa, the edit history');
+    await submit(serverUrl, 'uuid:44444444-4444-4444-8444-444444444444', 'Ann', 35, '555-0111',
+      'uuid:11111111-1111-4111-8111-111111111111');
+    await page.reload();
+    await page.waitForFunction(() => document.querySelectorAll('#subs-table tbody tr[data-id]').length === 2);
     await rows.filter({ hasText: 'Ann' }).locator('a:text("Open")').click();
-    await page.waitForURL(/\/submissions\//);
+    await page.waitForURL(/\/submissions\/uuid%3A11111111-1111-4111-8111-111111111111$/);
     await page.locator('#sub-data dt', { hasText: 'name' }).waitFor();
+    const versions = page.locator('#sub-history li.version');
+    await page.waitForFunction(() => document.querySelectorAll('#sub-history li.version').length === 2);
+    assert.equal(await versions.nth(0).getAttribute('data-instance-id'), 'uuid:44444444-4444-4444-8444-444444444444');
+    assert.match(await versions.nth(0).textContent(), /^Edited .* by Team A .*current version$/);
+    assert.equal(await versions.nth(1).getAttribute('data-instance-id'), 'uuid:11111111-1111-4111-8111-111111111111');
+    assert.match(await versions.nth(1).textContent(), /^Received .* by Team A/);
+    step('one submission, review state');
     await page.selectOption('#review-state', 'approved');
     await page.click('#review-form button[type="submit"]');
     await page.locator('#review-form .ok').waitFor({ state: 'visible' });

@@ -681,7 +681,8 @@
         const review = new Map(reviews.map((s) => [s.instanceId, s.reviewState || 'received']));
         state.count = page.count;
         tbody.replaceChildren(...page.results.map((r) => {
-          const instance = r['meta/instanceID'] || `uuid:${r._uuid}`;
+          // The submission's stable id is its first instanceID (an edit has a new meta/instanceID).
+          const instance = r['meta/rootUuid'] || r['meta/instanceID'] || `uuid:${r._uuid}`;
           const box = el('input', { type: 'checkbox', 'aria-label': `Select submission ${r._id}`, checked: state.selected.has(r._id),
             on: { change: (ev) => { if (ev.target.checked) state.selected.add(r._id); else state.selected.delete(r._id); } } });
           return el('tr', { dataset: { id: String(r._id) } }, el('td', {}, box),
@@ -848,11 +849,17 @@
           data.replaceChildren(...Object.entries(s.data || {}).flatMap(([k, v]) =>
             fact(k, typeof v === 'object' ? JSON.stringify(v) : v)));
         }
-        const cv = s.currentVersion || {};
-        const hist = [el('li', { text: `Received ${when(s.createdAt)} from ${s.submitterName || 'unknown'}.` })];
-        if (s.edits) hist.push(el('li', { text: `Edited ${s.edits} time(s); the current version (${cv.instanceId || ''}) was received ${when(cv.createdAt)}.` }));
-        else hist.push(el('li', { text: 'Never edited.' }));
-        if (s.reviewState && s.reviewState !== 'received') hist.push(el('li', { text: `Review state: ${s.reviewState}.` }));
+      } catch (e) { showProblem($('#sub-problem'), e); }
+      // Edit history: every version, newest first (GET …/versions).
+      try {
+        const versions = await api('GET', `${base}/versions`);
+        const hist = versions.map((v, i) => el('li', { class: v.current ? 'version current' : 'version', dataset: { instanceId: v.instanceId } },
+          el('strong', { text: i === versions.length - 1 ? 'Received' : 'Edited' }),
+          ` ${when(v.createdAt)} by ${v.submitterName || (v.submitterId ? `#${v.submitterId}` : 'unknown')}`,
+          v.deviceId ? ` from ${v.deviceId}` : '', ' — ', el('code', { text: v.instanceId }),
+          v.formVersion ? ` (form version ${v.formVersion})` : '',
+          v.current ? ' — current version' : ''));
+        if (versions.length === 1) hist.push(el('li', { text: 'Never edited.' }));
         $('#sub-history').replaceChildren(...hist);
       } catch (e) { showProblem($('#sub-problem'), e); }
       try {
