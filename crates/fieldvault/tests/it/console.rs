@@ -2,7 +2,10 @@
 //! Debian's Chromium) signs up with a weak then a strong password, enrols a second factor with a
 //! code it computes, creates a project, uploads a form, creates a collector and decodes its QR
 //! code, submits over OpenRosa, reads the table, exports and downloads, redacts, deletes, and an
-//! administrator suspends the account. It writes one screenshot per page to `docs/screenshots/`.
+//! administrator suspends the account. On the way it provokes a real rate-limit restriction of an
+//! API token (small budget windows), sees the owner's notice and lifts it from the admin page, lists
+//! and revokes project roles, lists accounts, and reads a submission's edit history. It writes one
+//! screenshot per page to `docs/screenshots/`.
 //!
 //! Needs `/usr/bin/chromium` and `npm ci` in `tests/console` (scripts/test does both); without
 //! them the test is skipped outside CI and fails in CI.
