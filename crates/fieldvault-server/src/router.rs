@@ -20,7 +20,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/users/current", get(users::current))
-        .route("/v1/users", axum::routing::post(users::create))
+        .route("/v1/users", get(users::list).post(users::create))
         .route(
             "/v1/admin/users/{id}/suspend",
             axum::routing::post(users::suspend),

@@ -24,6 +24,65 @@ pub async fn current(State(_app): State<App>, who: AuthUser) -> Result<Json<Valu
     })))
 }
 
+/// Central's User shape, plus what an administrator needs to act on the account: `active`,
+/// `superuser`, `require2fa`, `mustResetPassword`.
+fn listed_user_json(u: &fieldvault_store::UserRow) -> Value {
+    json!({
+        "id": u.id,
+        "type": "user",
+        "displayName": u.username,
+        "email": u.email,
+        "createdAt": iso(u.created_at),
+        "updatedAt": null,
+        "deletedAt": null,
+        "lastLoginAt": null,
+        "active": u.active,
+        "superuser": u.superuser,
+        "require2fa": u.require_2fa,
+        "mustResetPassword": u.must_reset_password,
+    })
+}
+
+/// Parses an optional whole-number query parameter; anything else is a 400 naming it.
+fn int_param(
+    params: &std::collections::HashMap<String, String>,
+    name: &'static str,
+    default: i64,
+) -> Result<i64, ApiError> {
+    match params.get(name).map(|v| v.trim()) {
+        None | Some("") => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::from(fieldvault_core::CoreError::invalid(
+                name,
+                "must be a whole number",
+            ))
+        }),
+    }
+}
+
+/// `GET /v1/users?q=&limit=&offset=`: accounts (not deleted) by id, for administrators with
+/// two-factor sign-in. `q` keeps those whose username or e-mail contains it (case-insensitive).
+/// At most 1000 per page (250 without `limit`).
+pub async fn list(
+    State(app): State<App>,
+    who: AuthUser,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = int_param(&params, "limit", crate::service::users::DEFAULT_LIST)?;
+    let offset = int_param(&params, "offset", 0)?;
+    let rows = crate::service::users::list(
+        app.store.as_ref(),
+        &who.actor,
+        params.get("q").map(String::as_str),
+        limit,
+        offset,
+    )
+    .await?;
+    Ok(Json(Value::Array(
+        rows.iter().map(listed_user_json).collect(),
+    )))
+}
+
 /// Body of `POST /v1/password-strength`.
 #[derive(serde::Deserialize)]
 pub struct StrengthQuery {

@@ -164,6 +164,21 @@ impl std::fmt::Debug for AppUserRow {
     }
 }
 
+/// An account's role in a project, with what an Actor shows of the account.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProjectRoleRow {
+    /// The account.
+    pub user_id: i64,
+    /// Its login name.
+    pub username: String,
+    /// When the account was created.
+    pub user_created_at: i64,
+    /// `manager`, `editor`, `viewer` or `formfill`.
+    pub role: String,
+    /// When the role was granted.
+    pub created_at: i64,
+}
+
 /// Counts of rows, for "nothing changed" checks and the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {
@@ -264,6 +279,23 @@ pub trait FormStore: Send + Sync {
         project: ProjectId,
         user: UserId,
     ) -> Result<Option<String>, StoreError>;
+
+    /// The accounts with a role in a project (deleted accounts left out), by account id; only
+    /// those with `role` when it is given.
+    async fn project_roles(
+        &self,
+        project: ProjectId,
+        role: Option<&str>,
+    ) -> Result<Vec<ProjectRoleRow>, StoreError>;
+
+    /// Removes an account's role in a project if it is `role`; `NotFound` when the account does
+    /// not hold that role there.
+    async fn remove_project_role(
+        &self,
+        project: ProjectId,
+        user: UserId,
+        role: &str,
+    ) -> Result<(), StoreError>;
 
     /// Creates a collector.
     async fn create_app_user(

@@ -40,6 +40,7 @@ pub use data::{Cursor, DataStore, Deleted, PageQuery, Purged, SubmissionRecord};
 pub use error::StoreError;
 pub use forms::{
     AppUserRow, Counts, FormAttachmentRow, FormDefMeta, FormDefRow, FormRow, FormStore, NewFormDef,
+    ProjectRoleRow,
 };
 pub use keyring::Keyring;
 pub use kobo::{KoboExportRow, KoboRecord, KoboStore, NewKoboExport, VersionRewrite};
@@ -131,6 +132,16 @@ pub trait Store:
 
     /// Number of accounts (the first start explains how to create one when it is zero).
     async fn count_users(&self) -> Result<i64, StoreError>;
+
+    /// Accounts that are not deleted, by id, at most `limit` from `offset`. With `contains`, only
+    /// those whose username or e-mail contains it, case-insensitively (`%`, `_` and `\` match
+    /// themselves).
+    async fn list_users(
+        &self,
+        contains: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<UserRow>, StoreError>;
 
     /// Stores a new data key and a project that uses it, atomically.
     async fn create_project(

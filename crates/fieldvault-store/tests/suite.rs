@@ -119,6 +119,59 @@ async fn suite(settings: StorageSettings) {
         "hashes stay out of Debug"
     );
 
+    // Listing: by id, bounded, filtered by a case-insensitive substring of username or e-mail,
+    // with LIKE's wildcards taken literally.
+    let bob = store.create_user(&user("Bob_Smith")).await.unwrap();
+    let mut carol = user("carol");
+    carol.email = None;
+    let carol = store.create_user(&carol).await.unwrap();
+    let names = |rows: Vec<fieldvault_store::UserRow>| {
+        rows.into_iter().map(|u| u.username).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.list_users(None, 100, 0).await.unwrap()),
+        ["alice", "Bob_Smith", "carol"]
+    );
+    assert_eq!(
+        names(store.list_users(None, 2, 1).await.unwrap()),
+        ["Bob_Smith", "carol"]
+    );
+    assert_eq!(
+        names(store.list_users(Some("BOB"), 100, 0).await.unwrap()),
+        ["Bob_Smith"]
+    );
+    assert_eq!(
+        names(store.list_users(Some("example.ORG"), 100, 0).await.unwrap()),
+        ["alice", "Bob_Smith"],
+        "the e-mail matches; an account without one does not"
+    );
+    assert_eq!(
+        names(store.list_users(Some("b_s"), 100, 0).await.unwrap()),
+        ["Bob_Smith"]
+    );
+    assert!(
+        store
+            .list_users(Some("%"), 100, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_users(Some("a_i"), 100, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_users(Some("nobody"), 100, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(bob.id, carol.id - 1);
+
     // Projects with their data keys, atomically.
     let (dk, key) = keyring.new_data_key().unwrap();
     let p = store
@@ -643,6 +696,52 @@ async fn forms_and_submissions(settings: StorageSettings) {
             .as_deref(),
         Some("manager")
     );
+    // Listing and removing roles: by account, filtered by role; removal only of the role held.
+    let v = store.create_user(&user("looker")).await.unwrap();
+    store
+        .set_project_role(pid, v.user_id(), "viewer")
+        .await
+        .unwrap();
+    let all = store.project_roles(pid, None).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|r| (r.username.as_str(), r.role.as_str()))
+            .collect::<Vec<_>>(),
+        [("manager", "manager"), ("looker", "viewer")]
+    );
+    assert_eq!(all[1].user_id, v.id);
+    assert_eq!(all[1].user_created_at, v.created_at);
+    let viewers = store.project_roles(pid, Some("viewer")).await.unwrap();
+    assert_eq!(viewers.len(), 1);
+    assert_eq!(viewers[0].user_id, v.id);
+    assert!(
+        store
+            .project_roles(pid, Some("formfill"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .project_roles(ProjectId(9_999), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.remove_project_role(pid, v.user_id(), "manager").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.project_roles(pid, None).await.unwrap().len(), 2);
+    store
+        .remove_project_role(pid, v.user_id(), "viewer")
+        .await
+        .unwrap();
+    assert_eq!(store.project_role(pid, v.user_id()).await.unwrap(), None);
+    assert!(matches!(
+        store.remove_project_role(pid, v.user_id(), "viewer").await,
+        Err(StoreError::NotFound)
+    ));
     let au = store
         .create_app_user(pid, "Enumerator 1", b"hash-1", Some(u.user_id()))
         .await
@@ -1969,6 +2068,22 @@ async fn lifecycle(settings: StorageSettings) {
     let row = store.user_by_id(fixed.user_id()).await.unwrap().unwrap();
     assert!(!row.active && row.email.is_none() && row.username.starts_with("deleted:"));
     assert!(store.user_by_username("fixed").await.unwrap().is_none());
+    assert!(
+        store
+            .list_users(None, 1000, 0)
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| u.id != fixed.id),
+        "a deleted account is not listed"
+    );
+    assert!(
+        store
+            .list_users(Some("deleted:"), 1000, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A deleted account cannot be reactivated, deleted again, or given a password.
     assert!(matches!(
         store.set_user_active(fixed.user_id(), true).await,

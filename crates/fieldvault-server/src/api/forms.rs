@@ -81,6 +81,10 @@ pub fn routes() -> Router<App> {
             get(submission_attachments),
         )
         .route(
+            "/v1/projects/{pid}/forms/{form}/submissions/{instance}/versions",
+            get(submission_versions),
+        )
+        .route(
             "/v1/projects/{pid}/forms/{form}/submissions/{instance}/attachments/{name}",
             get(submission_attachment),
         )
@@ -550,6 +554,38 @@ async fn submission_attachments(
                     "exists": a.blob_name.is_some(),
                     "size": a.size,
                     "sha256": a.sha256.as_deref().map(fieldvault_crypto::random::to_hex),
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// `GET …/submissions/{instanceId}/versions`: Central's SubmissionVersion[], newest first, with
+/// `formVersion` (Central's extended field), `submitterName` and `deprecatedId` (the version each
+/// edit replaced).
+async fn submission_versions(
+    State(app): State<App>,
+    caller: Caller,
+    Path(p): Path<P>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = signed_in(&caller)?;
+    let instance = p.instance.clone().unwrap_or_default();
+    let rows = submissions::versions(&app, actor, p.project()?, p.form(), &instance).await?;
+    Ok(Json(Value::Array(
+        rows.iter()
+            .map(|r| {
+                let v = &r.version;
+                json!({
+                    "instanceId": v.instance_id,
+                    "instanceName": v.instance_name,
+                    "submitterId": v.submitter_user_id.or(v.submitter_app_user_id),
+                    "submitterName": r.submitter_name,
+                    "deviceId": v.device_id,
+                    "userAgent": null,
+                    "createdAt": iso(v.created_at),
+                    "formVersion": v.form_version,
+                    "deprecatedId": v.deprecated_id,
+                    "current": v.current,
                 })
             })
             .collect(),

@@ -19,10 +19,76 @@ pub fn routes() -> Router<App> {
     Router::new()
         .route("/v1/projects", get(list).post(create))
         .route("/v1/projects/{id}", get(read).patch(update).delete(remove))
+        .route("/v1/projects/{id}/assignments", get(list_roles))
+        .route("/v1/projects/{id}/assignments/{roleId}", get(role_actors))
         .route(
             "/v1/projects/{id}/assignments/{roleId}/{actorId}",
-            post(grant_role),
+            post(grant_role).delete(revoke_role),
         )
+}
+
+/// Central's numeric id of a project role; the editor role has none, so its system name stands in.
+fn role_id(role: &str) -> Value {
+    match role {
+        "manager" => json!(3),
+        "viewer" => json!(4),
+        "formfill" => json!(6),
+        other => json!(other),
+    }
+}
+
+/// `GET /v1/projects/{id}/assignments`: `[{actorId, roleId, role}]` (Central's shape plus the
+/// role's system name), managers only.
+async fn list_roles(
+    State(app): State<App>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = ProjectId(path_id(&id)?);
+    let rows = projects::list_roles(app.store.as_ref(), &who.actor, id, None).await?;
+    Ok(Json(Value::Array(
+        rows.iter()
+            .map(|r| json!({ "actorId": r.user_id, "roleId": role_id(&r.role), "role": r.role }))
+            .collect(),
+    )))
+}
+
+/// `GET /v1/projects/{id}/assignments/{roleId}`: the accounts holding that role, as Central's
+/// Actor[], managers only.
+async fn role_actors(
+    State(app): State<App>,
+    who: AuthUser,
+    Path((id, role)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = ProjectId(path_id(&id)?);
+    let rows = projects::list_roles(app.store.as_ref(), &who.actor, id, Some(&role)).await?;
+    Ok(Json(Value::Array(
+        rows.iter()
+            .map(|r| {
+                json!({
+                    "id": r.user_id,
+                    "type": "user",
+                    "displayName": r.username,
+                    "createdAt": iso(r.user_created_at),
+                    "updatedAt": null,
+                    "deletedAt": null,
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// `DELETE /v1/projects/{id}/assignments/{roleId}/{actorId}`.
+async fn revoke_role(
+    State(app): State<App>,
+    who: AuthUser,
+    Path((id, role, user)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = ProjectId(path_id(&id)?);
+    let user = UserId(path_id(&user)?);
+    projects::revoke_role(app.store.as_ref(), &who.actor, id, &role, user).await?;
+    app.hot.clear();
+    Ok(success())
 }
 
 /// A numeric path id. Anything else names no resource, so it is a 404 like an unknown id

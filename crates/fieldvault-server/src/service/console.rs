@@ -1,5 +1,5 @@
-//! The few reads the web console needs that no JSON route answers yet: an administrator looking an
-//! account up by name (there is no user listing in the store), and the instance's backup status
+//! The few reads the web console needs that no JSON route answers yet: an administrator looking one
+//! account up by name or id (with its second-factor state, which `GET /v1/users` does not give), and the instance's backup status
 //! for the system-health panel. Everything else the console does goes through the JSON API.
 
 use fieldvault_core::{Actor, Resource, Verb, authorize};

@@ -1,4 +1,4 @@
-//! Projects: create, list, read, edit, and granting project roles to accounts.
+//! Projects: create, list, read, edit, and granting, listing and revoking project roles.
 //!
 //! Every function authorizes first. A project the caller has no role in answers 404 (via
 //! [`project_actor`] and the verb check order), never 403 for a read, so project ids do not leak
@@ -6,7 +6,7 @@
 
 use fieldvault_core::authz::Role;
 use fieldvault_core::{Actor, CoreError, ProjectId, Resource, UserId, Verb, authorize};
-use fieldvault_store::{NewProject, ProjectRow, Store};
+use fieldvault_store::{NewProject, ProjectRoleRow, ProjectRow, Store, StoreError};
 
 use super::ServiceError;
 use super::context::project_actor;
@@ -178,6 +178,68 @@ pub async fn grant_role(
         "project.role.grant",
         Some(format!("project:{}", id.0)),
         serde_json::json!({ "user": target.username, "role": role.as_str() }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The accounts with a role in the project, by account id; only those holding `role` when it is
+/// given (a system name or Central's numeric id, as [`grant_role`] takes). Managers only: a member
+/// with another role gets 403, anyone else 404.
+pub async fn list_roles(
+    store: &dyn Store,
+    actor: &Actor,
+    id: ProjectId,
+    role: Option<&str>,
+) -> Result<Vec<ProjectRoleRow>, ServiceError> {
+    let (_, actor) = readable(store, actor, id).await?;
+    authorize(&actor, Verb::ProjectUpdate, Resource::Project(id))?;
+    let role = role.map(parse_role).transpose()?;
+    Ok(store.project_roles(id, role.map(Role::as_str)).await?)
+}
+
+/// Takes `role` from `user` in the project (managers only). 404 when the account does not hold
+/// that role there; the project's last manager cannot be removed (400), so a project never ends
+/// up without anyone able to manage it.
+pub async fn revoke_role(
+    store: &dyn Store,
+    actor: &Actor,
+    id: ProjectId,
+    role: &str,
+    user: UserId,
+) -> Result<(), ServiceError> {
+    let (_, actor) = readable(store, actor, id).await?;
+    authorize(&actor, Verb::ProjectUpdate, Resource::Project(id))?;
+    let role = parse_role(role)?;
+    let held = store.project_role(id, user).await?;
+    if held.as_deref() != Some(role.as_str()) {
+        return Err(ServiceError::NotFound);
+    }
+    if role == Role::Manager && store.project_roles(id, Some("manager")).await?.len() <= 1 {
+        return Err(CoreError::invalid(
+            "actorId",
+            "is the project's only manager; make someone else manager first",
+        )
+        .into());
+    }
+    store
+        .remove_project_role(id, user, role.as_str())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ServiceError::NotFound,
+            other => other.into(),
+        })?;
+    let username = store
+        .user_by_id(user)
+        .await?
+        .map(|u| u.username)
+        .unwrap_or_default();
+    super::audit::record(
+        store,
+        super::audit::actor_name(&actor, None),
+        "project.role.revoke",
+        Some(format!("project:{}", id.0)),
+        serde_json::json!({ "user": username, "role": role.as_str() }),
     )
     .await?;
     Ok(())

@@ -62,6 +62,72 @@ async fn version_for(
     Ok((p, form, s, current))
 }
 
+/// One version of a submission, with who sent it.
+#[derive(Debug, Clone)]
+pub struct VersionView {
+    /// The stored version.
+    pub version: SubmissionVersionRow,
+    /// The submitting account's username or the collector's display name, when known.
+    pub submitter_name: Option<String>,
+}
+
+/// Every version of a submission, newest first (Central's `…/versions`). Needs
+/// `submission.read` on the form; 404 when the caller may not see the form, or the submission is
+/// unknown or deleted.
+pub async fn versions(
+    app: &App,
+    actor: &Actor,
+    project: ProjectId,
+    xml_form_id: &str,
+    instance_id: &str,
+) -> Result<Vec<VersionView>, ServiceError> {
+    let (_, form) = load(app, actor, project, xml_form_id).await?;
+    let s = app
+        .store
+        .submission(form.id, instance_id)
+        .await?
+        .filter(|s| s.deleted_at.is_none())
+        .ok_or(ServiceError::NotFound)?;
+    let mut rows = app.store.submission_versions(s.id).await?;
+    rows.reverse();
+    let collectors = if rows.iter().any(|v| v.submitter_app_user_id.is_some()) {
+        app.store.app_users(project).await?
+    } else {
+        Vec::new()
+    };
+    let mut users: std::collections::HashMap<i64, Option<String>> =
+        std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for v in rows {
+        let submitter_name = if let Some(uid) = v.submitter_user_id {
+            match users.get(&uid) {
+                Some(known) => known.clone(),
+                None => {
+                    let name = app
+                        .store
+                        .user_by_id(fieldvault_core::UserId(uid))
+                        .await?
+                        .map(|u| u.username);
+                    users.insert(uid, name.clone());
+                    name
+                }
+            }
+        } else {
+            v.submitter_app_user_id.and_then(|aid| {
+                collectors
+                    .iter()
+                    .find(|c| c.id == aid)
+                    .map(|c| c.display_name.clone())
+            })
+        };
+        out.push(VersionView {
+            version: v,
+            submitter_name,
+        });
+    }
+    Ok(out)
+}
+
 /// The decrypted XML of the current version (for an ODK-encrypted submission: the envelope).
 pub async fn xml(
     app: &App,

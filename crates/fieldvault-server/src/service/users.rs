@@ -199,6 +199,41 @@ pub async fn verify_password(
     Ok(user.filter(|u| ok && u.active))
 }
 
+/// Most accounts one `GET /v1/users` answers.
+pub const MAX_LIST: i64 = 1000;
+/// Accounts answered when no `limit` is given.
+pub const DEFAULT_LIST: i64 = 250;
+/// Longest `q` accepted (as long as an e-mail address may be).
+const MAX_QUERY_CHARS: usize = 320;
+
+/// Lists accounts that are not deleted, by id (administrators with two-factor sign-in, or
+/// operators). `query` keeps those whose username or e-mail contains it, case-insensitively;
+/// blank means every account. `limit` must be 1 to [`MAX_LIST`], `offset` at least 0.
+pub async fn list(
+    store: &dyn Store,
+    actor: &Actor,
+    query: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<UserRow>, ServiceError> {
+    authorize(actor, Verb::UserList, Resource::Site)?;
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(CoreError::invalid("limit", format!("must be 1 to {MAX_LIST}")).into());
+    }
+    if offset < 0 {
+        return Err(CoreError::invalid("offset", "must be 0 or more").into());
+    }
+    let query = query.map(str::trim).filter(|q| !q.is_empty());
+    if query.is_some_and(|q| q.chars().count() > MAX_QUERY_CHARS) {
+        return Err(CoreError::invalid(
+            "q",
+            format!("must be at most {MAX_QUERY_CHARS} characters"),
+        )
+        .into());
+    }
+    Ok(store.list_users(query, limit, offset).await?)
+}
+
 /// A valid hash of a random password at the default cost, verified for unknown usernames.
 const DUMMY_HASH: &str =
     "pbkdf2_sha256$1000000$8xQ1mYv0ZsXpKfTgB2hLcW$7m2m6bV2bm0iB0l6a3T1f3s0a6l6c8D9o3p2H1k4JmQ=";

@@ -122,6 +122,36 @@ macro_rules! shared_store_impl {
                 Ok(n)
             }
 
+            async fn list_users(
+                &self,
+                contains: Option<&str>,
+                limit: i64,
+                offset: i64,
+            ) -> Result<Vec<$crate::UserRow>, $crate::StoreError> {
+                let pattern = contains.map(|c| {
+                    let mut p = String::from("%");
+                    for ch in c.to_lowercase().chars() {
+                        if matches!(ch, '%' | '_' | '\\') {
+                            p.push('\\');
+                        }
+                        p.push(ch);
+                    }
+                    p.push('%');
+                    p
+                });
+                Ok(sqlx::query_as(concat!(
+                    "SELECT ", $crate::sql::user_cols!(), " FROM users WHERE deleted_at IS NULL \
+                     AND ($1 IS NULL OR lower(username) LIKE $1 ESCAPE '\\' \
+                     OR lower(COALESCE(email, '')) LIKE $1 ESCAPE '\\') \
+                     ORDER BY id LIMIT $2 OFFSET $3"
+                ))
+                .bind(pattern)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
             async fn create_project(
                 &self,
                 new: &$crate::NewProject,

@@ -353,6 +353,43 @@ macro_rules! form_store_impl {
                 Ok(r.map(|r| r.0))
             }
 
+            async fn project_roles(
+                &self,
+                project: fieldvault_core::ProjectId,
+                role: Option<&str>,
+            ) -> Result<Vec<$crate::ProjectRoleRow>, $crate::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT r.user_id, u.username, u.created_at AS user_created_at, r.role, r.created_at \
+                     FROM project_roles r JOIN users u ON u.id = r.user_id \
+                     WHERE r.project_id = $1 AND u.deleted_at IS NULL AND ($2 IS NULL OR r.role = $2) \
+                     ORDER BY r.user_id",
+                )
+                .bind(project.0)
+                .bind(role)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn remove_project_role(
+                &self,
+                project: fieldvault_core::ProjectId,
+                user: fieldvault_core::UserId,
+                role: &str,
+            ) -> Result<(), $crate::StoreError> {
+                let done = sqlx::query(
+                    "DELETE FROM project_roles WHERE project_id = $1 AND user_id = $2 AND role = $3",
+                )
+                .bind(project.0)
+                .bind(user.0)
+                .bind(role)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound);
+                }
+                Ok(())
+            }
+
             async fn create_app_user(
                 &self,
                 project: fieldvault_core::ProjectId,

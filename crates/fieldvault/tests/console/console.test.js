@@ -93,10 +93,12 @@ async function shot(page, name) {
 }
 
 // A submission as ODK Collect sends it: multipart with xml_submission_file.
-async function submit(serverUrl, instanceId, name, age, phone) {
+// With `deprecatedId`, an edit of that version (as Collect sends one).
+async function submit(serverUrl, instanceId, name, age, phone, deprecatedId) {
+  const deprecated = deprecatedId ? `<deprecatedID>${deprecatedId}</deprecatedID>` : '';
   const xml = `<?xml version="1.0"?><data id="household" version="1" xmlns:jr="http://openrosa.org/javarosa">` +
     `<name>${name}</name><age>${age}</age><phone>${phone}</phone>` +
-    `<meta><instanceID>${instanceId}</instanceID></meta></data>`;
+    `<meta><instanceID>${instanceId}</instanceID>${deprecated}</meta></data>`;
   const body = new FormData();
   body.append('xml_submission_file', new Blob([xml], { type: 'text/xml' }), 'submission.xml');
   const r = await fetch(`${serverUrl}/submission`, {
@@ -197,7 +199,48 @@ async function main() {
     assert.match(await page.textContent('#token-value'), /^fvt_/);
     await page.locator('#token-table tbody tr', { hasText: 'pull script' }).waitFor();
     await page.locator('#session-created').filter({ hasNotText: '…' }).waitFor();
+    await page.locator('#notice-list li', { hasText: 'No notices.' }).waitFor();
+
+    // ---- a script over its budget: the token is restricted, its owner is told ----
+    // The server runs with 4 s windows, an API budget of 80, restriction after 2× the budget in
+    // 3 consecutive windows, mode `suspended` (console.rs). 64 parallel loops keep far above
+    // 160 attempts a window until the token's requests answer 403 `restricted`.
+    step('sustained excess restricts the API token');
+    const apiToken = (await page.textContent('#token-value')).trim();
+    const hammer = async () => {
+      const started = Date.now();
+      let restricted = false;
+      const statuses = new Map();
+      const worker = async () => {
+        while (!restricted && Date.now() - started < 90000) {
+          try {
+            const r = await fetch(`${BASE}/v1/projects`, { headers: { Authorization: `Bearer ${apiToken}` } });
+            const body = await r.text();
+            statuses.set(r.status, (statuses.get(r.status) || 0) + 1);
+            if (r.status === 403 && JSON.parse(body).code === 'restricted') restricted = true;
+          } catch (e) {
+            statuses.set('error', (statuses.get('error') || 0) + 1);
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: 64 }, worker));
+      assert.ok(restricted, `no restriction after 90 s of sustained excess: ${JSON.stringify([...statuses])}`);
+      step(`restricted after ${Date.now() - started} ms (${JSON.stringify([...statuses])})`);
+    };
+    await hammer();
+    // The token's admitted requests also drew on alice's budget: let that window end.
+    await new Promise((r) => setTimeout(r, 4100));
+    step('the notice on the account page, marked read');
+    await page.reload();
+    const notice = page.locator('#notice-list li.unread[data-kind^="restriction"]');
+    await notice.waitFor();
+    assert.match(await notice.textContent(), /token/);
+    await page.locator('#notices-read').waitFor({ state: 'visible' });
     await shot(page, 'account');
+    await page.click('#notices-read');
+    await page.locator('#notice-list li.read[data-kind^="restriction"]').waitFor();
+    assert.equal(await page.locator('#notice-list li.unread').count(), 0);
+    assert.ok(await page.locator('#notices-read').isHidden(), 'nothing left to mark read');
 
     // ---- log in again: the second-factor step ----
     step('log in with the second factor');
@@ -310,10 +353,21 @@ async function main() {
     await page.locator('#bulk-delete-form .ok').waitFor({ state: 'visible' });
     await page.waitForFunction(() => document.querySelectorAll('#subs-table tbody tr[data-id]').length === 2);
 
-    step('one submission, review state');
+    step('an edit over OpenRosa, the edit history');
+    await submit(serverUrl, 'uuid:44444444-4444-4444-8444-444444444444', 'Ann', 35, '555-0111',
+      'uuid:11111111-1111-4111-8111-111111111111');
+    await page.reload();
+    await page.waitForFunction(() => document.querySelectorAll('#subs-table tbody tr[data-id]').length === 2);
     await rows.filter({ hasText: 'Ann' }).locator('a:text("Open")').click();
-    await page.waitForURL(/\/submissions\//);
+    await page.waitForURL(/\/submissions\/uuid%3A11111111-1111-4111-8111-111111111111$/);
     await page.locator('#sub-data dt', { hasText: 'name' }).waitFor();
+    const versions = page.locator('#sub-history li.version');
+    await page.waitForFunction(() => document.querySelectorAll('#sub-history li.version').length === 2);
+    assert.equal(await versions.nth(0).getAttribute('data-instance-id'), 'uuid:44444444-4444-4444-8444-444444444444');
+    assert.match(await versions.nth(0).textContent(), /^Edited .* by Team A .*current version$/);
+    assert.equal(await versions.nth(1).getAttribute('data-instance-id'), 'uuid:11111111-1111-4111-8111-111111111111');
+    assert.match(await versions.nth(1).textContent(), /^Received .* by Team A/);
+    step('one submission, review state');
     await page.selectOption('#review-state', 'approved');
     await page.click('#review-form button[type="submit"]');
     await page.locator('#review-form .ok').waitFor({ state: 'visible' });
@@ -323,15 +377,34 @@ async function main() {
 
     step('sharing and encryption');
     await page.goto(`${BASE}/console/projects/${pid}`);
-    await page.fill('#share-user', ADMIN_ID);
-    await page.selectOption('#share-role', 'viewer');
-    await page.click('#share-form button[type="submit"]');
-    await page.locator('#share-form .ok').waitFor({ state: 'visible' });
+    await page.locator('#role-table tbody tr[data-role="manager"]', { hasText: 'alice' }).waitFor();
+    const adminRow = page.locator(`#role-table tbody tr[data-actor-id="${ADMIN_ID}"][data-role="viewer"]`);
+    const shareAdmin = async () => {
+      await page.fill('#share-user', ADMIN_ID);
+      await page.selectOption('#share-role', 'viewer');
+      await page.click('#share-form button[type="submit"]');
+      await page.locator('#share-form .ok').waitFor({ state: 'visible' });
+      await adminRow.waitFor();
+    };
+    await shareAdmin();
+    assert.match(await adminRow.textContent(), new RegExp(`^${ADMIN}${ADMIN_ID}Viewer`));
+    await adminRow.locator('button', { hasText: 'Revoke' }).click();
+    await adminRow.waitFor({ state: 'detached' });
+    step('the last manager cannot be revoked');
+    await page.locator('#role-table tbody tr[data-role="manager"] button').click();
+    await page.locator('#roles-problem', { hasText: 'only manager' }).waitFor();
+    assert.match(await page.textContent('#roles-problem'), /^400 invalid: /);
+    await shareAdmin();
     const pem = fs.readFileSync(path.join(__dirname, '../fixtures/collect-rsa2048-public.pem'), 'utf8');
     await page.fill('#enc-key', pem.split('\n').filter((l) => l && !l.startsWith('-----')).join(''));
     await page.click('#enc-form button[type="submit"]');
     await page.locator('#enc-status', { hasText: 'Encrypted since' }).waitFor();
     await page.locator('#enc-off').waitFor({ state: 'visible' });
+    step('project history for its manager');
+    await page.reload();
+    await page.locator('#history-table tbody tr', { hasText: 'project.create' }).waitFor();
+    await page.locator('#history-table tbody tr', { hasText: 'app_user.create' }).waitFor();
+    await page.locator('#history-table tbody tr', { hasText: 'project.key.set' }).first().waitFor();
 
     await page.goto(`${BASE}/console/projects`);
     await page.locator('#project-list a', { hasText: 'Household survey' }).waitFor();
@@ -384,12 +457,49 @@ async function main() {
     await page.locator('#audit-chain.ok').waitFor();
     assert.match(await page.textContent('#audit-chain'), /intact/);
     await page.locator('#health-status', { hasText: 'ok' }).waitFor();
-    await page.fill('#user-query', 'alice');
-    await page.click('#user-find button[type="submit"]');
+
+    step('lift the token\'s restriction');
+    const stillRestricted = await fetch(`${BASE}/v1/projects`, { headers: { Authorization: `Bearer ${apiToken}` } });
+    assert.equal(stillRestricted.status, 403, 'the restricted token is refused');
+    const activeRow = page.locator('#restriction-table tbody tr[data-active="true"][data-subject^="token:"]');
+    await activeRow.waitFor();
+    assert.match(await activeRow.textContent(), /suspended/);
+    await activeRow.locator('button', { hasText: 'Lift' }).click();
+    await page.locator('#restrictions .ok').waitFor({ state: 'visible' });
+    const liftedRow = page.locator('#restriction-table tbody tr[data-active="false"][data-subject^="token:"]');
+    await liftedRow.waitFor();
+    assert.match(await liftedRow.textContent(), new RegExp(`lifted .* by user:${ADMIN}`));
+    assert.equal(await page.locator('#restriction-table tbody tr[data-active="true"]').count(), 0);
+    // The lift reaches the budget checker within its one-second reload.
+    let freed = 0;
+    for (let i = 0; i < 50 && freed !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      freed = (await fetch(`${BASE}/v1/projects`, { headers: { Authorization: `Bearer ${apiToken}` } })).status;
+    }
+    assert.equal(freed, 200, 'the token works again once lifted');
+    await page.locator('#audit-table tbody tr', { hasText: 'restriction.create' }).first().waitFor();
+
+    step('the account list: filter, suspend from a row');
+    await page.locator('#user-table tbody tr[data-username="root"]').waitFor();
+    await page.locator('#user-table tbody tr[data-username="alice"] td.state-active').waitFor();
+    await page.fill('#user-list-q', 'ALI');
+    await page.click('#user-list-form button[type="submit"]');
+    await page.waitForFunction(() => {
+      const rows = document.querySelectorAll('#user-table tbody tr[data-user-id]');
+      return rows.length === 1 && rows[0].dataset.username === 'alice';
+    });
+    await page.click('#user-table button[aria-label="Suspend alice"]');
+    await page.locator('#user-table tbody tr[data-username="alice"] td.state-suspended').waitFor();
+    await page.fill('#user-list-q', 'nobody-like-this');
+    await page.click('#user-list-form button[type="submit"]');
+    await page.locator('#user-table tbody td', { hasText: 'No account matches' }).waitFor();
+    await page.fill('#user-list-q', '');
+    await page.click('#user-list-form button[type="submit"]');
+    await page.locator('#user-table tbody tr[data-username="root"]').waitFor();
+    await page.click('#user-table a[aria-label="Manage alice"]');
     await page.locator('#user-card').waitFor();
-    assert.equal(await page.textContent('#user-state'), 'active');
-    await page.click('button[data-admin-action="suspend"]');
-    await page.locator('#user-state', { hasText: 'suspended' }).waitFor();
+    assert.equal(await page.textContent('#user-state'), 'suspended');
+    assert.equal(await page.inputValue('#user-query'), await page.getAttribute('#user-card', 'data-user-id'));
     await page.locator('#audit-table tbody tr', { hasText: 'user.suspend' }).first().waitFor();
     await shot(page, 'admin');
     const refused = await fetch(`${BASE}/v1/sessions`, {
@@ -399,10 +509,11 @@ async function main() {
     });
     assert.equal(refused.status, 401, 'a suspended account cannot sign in');
 
-    step('project history from the audit log');
+    step('project history is for managers: a viewer (here the administrator) does not see it');
     await page.goto(`${BASE}/console/projects/${pid}`);
-    await page.locator('#history-table tbody tr', { hasText: 'project.create' }).waitFor();
-    await page.locator('#history-table tbody tr', { hasText: 'app_user.create' }).waitFor();
+    await page.locator('#form-table').waitFor();
+    await page.waitForLoadState('networkidle');
+    assert.equal(await page.locator('#history-section').isHidden(), true);
     await page.goto(`${BASE}/console/admin`);
 
     step('invite link, accepted in another browser');

@@ -715,3 +715,220 @@ async fn delete_project_managers_only() {
     assert_eq!(list, serde_json::json!([]));
     assert!(srv.stop());
 }
+
+/// Listing and revoking project roles: Central's `[{actorId, roleId}]` and Actor[] shapes,
+/// managers only (403 for other members, 404 for outsiders), a bad role is a 400, revoking a role
+/// not held is a 404, and the last manager stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_roles_are_listed_and_revoked_by_managers() {
+    let (dir, srv) = start();
+    create_user(dir.path(), &[], "carol", false);
+    let (s, p) = send(
+        &srv,
+        Some("alice"),
+        Method::POST,
+        "/v1/projects",
+        Some(json!({"name": "Roles"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{p}");
+    let path = format!("/v1/projects/{}", p["id"]);
+    let alice_id = user_id(&srv, "alice").await;
+    let bob_id = user_id(&srv, "bob").await;
+    let carol_id = user_id(&srv, "carol").await;
+    for (role, id) in [("viewer", bob_id), ("editor", carol_id)] {
+        let (s, b) = send(
+            &srv,
+            Some("alice"),
+            Method::POST,
+            &format!("{path}/assignments/{role}/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+
+    let (s, list) = send(
+        &srv,
+        Some("alice"),
+        Method::GET,
+        &format!("{path}/assignments"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(
+        list,
+        json!([
+            {"actorId": alice_id, "roleId": 3, "role": "manager"},
+            {"actorId": bob_id, "roleId": 4, "role": "viewer"},
+            {"actorId": carol_id, "roleId": "editor", "role": "editor"},
+        ])
+    );
+    // By system name or Central's numeric id: Actor[].
+    for role in ["viewer", "4"] {
+        let (s, actors) = send(
+            &srv,
+            Some("alice"),
+            Method::GET,
+            &format!("{path}/assignments/{role}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{actors}");
+        let a = actors.as_array().unwrap();
+        assert_eq!(a.len(), 1, "{actors}");
+        assert_eq!(a[0]["id"], bob_id);
+        assert_eq!(a[0]["type"], "user");
+        assert_eq!(a[0]["displayName"], "bob");
+        assert!(a[0]["createdAt"].is_string() && a[0]["deletedAt"].is_null());
+    }
+    let (s, none) = send(
+        &srv,
+        Some("alice"),
+        Method::GET,
+        &format!("{path}/assignments/formfill"),
+        None,
+    )
+    .await;
+    assert_eq!((s, none), (200, json!([])));
+    let bad = send(
+        &srv,
+        Some("alice"),
+        Method::GET,
+        &format!("{path}/assignments/owner"),
+        None,
+    )
+    .await;
+    assert_problem(&bad, 400, "invalid");
+
+    // Other members: 403; outsiders and unknown projects: 404; nobody: 401.
+    create_user(dir.path(), &[], "dave", false);
+    for (who, status) in [(Some("bob"), 403), (Some("dave"), 404), (None, 401)] {
+        for sub in ["/assignments", "/assignments/viewer"] {
+            let r = call(&srv, who, Method::GET, &format!("{path}{sub}"), None).await;
+            assert_eq!(r.status().as_u16(), status, "{who:?} {sub}");
+        }
+        let r = call(
+            &srv,
+            who,
+            Method::DELETE,
+            &format!("{path}/assignments/viewer/{bob_id}"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status().as_u16(), status, "{who:?} DELETE");
+    }
+    let r = call(
+        &srv,
+        Some("alice"),
+        Method::GET,
+        "/v1/projects/99999/assignments",
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+
+    // Revoking: the role must be the one held (404 otherwise, nothing changes); a bad role 400.
+    let wrong = send(
+        &srv,
+        Some("alice"),
+        Method::DELETE,
+        &format!("{path}/assignments/manager/{bob_id}"),
+        None,
+    )
+    .await;
+    assert_problem(&wrong, 404, "not_found");
+    let bad = send(
+        &srv,
+        Some("alice"),
+        Method::DELETE,
+        &format!("{path}/assignments/owner/{bob_id}"),
+        None,
+    )
+    .await;
+    assert_problem(&bad, 400, "invalid");
+    let (s, b) = send(
+        &srv,
+        Some("alice"),
+        Method::DELETE,
+        &format!("{path}/assignments/viewer/{bob_id}"),
+        None,
+    )
+    .await;
+    assert_eq!((s, b), (200, json!({"success": true})));
+    let r = call(&srv, Some("bob"), Method::GET, &path, None).await;
+    assert_eq!(r.status(), 404, "bob no longer sees the project");
+    let again = send(
+        &srv,
+        Some("alice"),
+        Method::DELETE,
+        &format!("{path}/assignments/viewer/{bob_id}"),
+        None,
+    )
+    .await;
+    assert_problem(&again, 404, "not_found");
+
+    // The last manager stays; with a second manager, one may go.
+    let last = send(
+        &srv,
+        Some("alice"),
+        Method::DELETE,
+        &format!("{path}/assignments/manager/{alice_id}"),
+        None,
+    )
+    .await;
+    assert_problem(&last, 400, "invalid");
+    assert!(last.1["message"].as_str().unwrap().contains("only manager"));
+    let (s, _) = send(
+        &srv,
+        Some("alice"),
+        Method::POST,
+        &format!("{path}/assignments/manager/{carol_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = send(
+        &srv,
+        Some("carol"),
+        Method::DELETE,
+        &format!("{path}/assignments/manager/{alice_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, list) = send(
+        &srv,
+        Some("carol"),
+        Method::GET,
+        &format!("{path}/assignments"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        list,
+        json!([{"actorId": carol_id, "roleId": 3, "role": "manager"}])
+    );
+
+    // Each revocation is audited.
+    let admin = crate::harness::admin_session(&srv, dir.path(), &[], "root").await;
+    let entries: Value = client()
+        .get(srv.url("/v1/audits?limit=1000"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let revokes: Vec<&Value> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "project.role.revoke")
+        .collect();
+    assert_eq!(revokes.len(), 2, "{entries}");
+    assert_eq!(revokes[0]["details"]["user"], "bob");
+    assert_eq!(revokes[0]["details"]["role"], "viewer");
+}

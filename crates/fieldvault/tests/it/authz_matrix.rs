@@ -234,6 +234,30 @@ async fn every_caller_against_every_endpoint() {
             None,
             [401, 404, 403, 403, 404, 404, 403],
         ),
+        (
+            "GET",
+            format!("{p}/forms/f/submissions/uuid:m1/versions"),
+            None,
+            [401, 200, 200, 403, 404, 404, 200],
+        ),
+        (
+            "GET",
+            "/v1/users".into(),
+            None,
+            [401, 403, 403, 403, 403, 200, 403],
+        ),
+        (
+            "GET",
+            format!("{p}/assignments"),
+            None,
+            [401, 200, 403, 403, 404, 404, 403],
+        ),
+        (
+            "GET",
+            format!("{p}/assignments/viewer"),
+            None,
+            [401, 200, 403, 403, 404, 404, 403],
+        ),
         // Last: the manager's delete removes the submission the rows above read.
         (
             "DELETE",

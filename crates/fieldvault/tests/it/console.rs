@@ -2,7 +2,10 @@
 //! Debian's Chromium) signs up with a weak then a strong password, enrols a second factor with a
 //! code it computes, creates a project, uploads a form, creates a collector and decodes its QR
 //! code, submits over OpenRosa, reads the table, exports and downloads, redacts, deletes, and an
-//! administrator suspends the account. It writes one screenshot per page to `docs/screenshots/`.
+//! administrator suspends the account. On the way it provokes a real rate-limit restriction of an
+//! API token (small budget windows), sees the owner's notice and lifts it from the admin page, lists
+//! and revokes project roles, lists accounts, and reads a submission's edit history. It writes one
+//! screenshot per page to `docs/screenshots/`.
 //!
 //! Needs `/usr/bin/chromium` and `npm ci` in `tests/console` (scripts/test does both); without
 //! them the test is skipped outside CI and fails in CI.
@@ -96,7 +99,20 @@ async fn console_in_a_browser() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &[("FIELDVAULT_SIGNUP_MODE", "open")]);
+    // Four-second budget windows so the test can provoke an automatic restriction in seconds (3
+    // windows at twice the budget: 160 attempts every 4 s, which even a loaded machine running a
+    // debug build reaches); the budget (80 per 4 s) stays far above what the browser itself needs.
+    let srv = Server::start(
+        dir.path(),
+        &[
+            ("FIELDVAULT_SIGNUP_MODE", "open"),
+            ("FIELDVAULT_LIMITS_WINDOW_SECS", "4"),
+            ("FIELDVAULT_LIMITS_API_PER_WINDOW", "80"),
+            ("FIELDVAULT_LIMITS_RESTRICT_FACTOR", "2"),
+            ("FIELDVAULT_LIMITS_RESTRICT_WINDOWS", "3"),
+            ("FIELDVAULT_LIMITS_RESTRICT_MODE", "suspended"),
+        ],
+    );
     let (admin_id, codes) = admin_with_second_factor(&srv, dir.path(), "root").await;
     let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
 
@@ -111,9 +127,9 @@ async fn console_in_a_browser() {
         .env("FV_SCREENSHOTS", &screenshots)
         .env("FV_CHROMIUM", CHROMIUM)
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(300), node.output())
+    let out = tokio::time::timeout(Duration::from_secs(480), node.output())
         .await
-        .expect("the browser test took more than 5 minutes")
+        .expect("the browser test took more than 8 minutes")
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -123,6 +139,7 @@ async fn console_in_a_browser() {
         srv.stderr_text()
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
+    println!("{stdout}");
 
     // What the browser did is in the audit log, and the suspended account stays refused.
     let log = srv.stdout.lock().unwrap().join("\n");

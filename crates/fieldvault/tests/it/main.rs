@@ -30,3 +30,4 @@ mod startup_errors;
 mod tls;
 mod tokens;
 mod two_factor_admin;
+mod users_list;

@@ -459,6 +459,42 @@ async fn scenario(e: Env) {
     let subs = json_req(c.get(format!("{base}/forms/household/submissions"))).await;
     assert_eq!(subs.as_array().unwrap().len(), 1);
     assert_eq!(subs[0]["reviewState"], "edited");
+    // Its versions, newest first, in Central's SubmissionVersion shape.
+    let versions = json_req(c.get(format!("{sub_base}/versions"))).await;
+    let v = versions.as_array().unwrap();
+    assert_eq!(v.len(), 2, "{versions}");
+    assert_eq!(v[0]["instanceId"], "uuid:edit-2");
+    assert_eq!(v[0]["current"], true);
+    assert_eq!(v[0]["deprecatedId"], inst);
+    assert_eq!(v[1]["instanceId"], inst);
+    assert_eq!(v[1]["current"], false);
+    assert_eq!(v[1]["deprecatedId"], Value::Null);
+    assert_eq!(v[1]["instanceName"], "Zoe-42");
+    assert_eq!(v[1]["deviceId"], DEVICE);
+    for x in v {
+        assert_eq!(x["submitterName"], "alice", "{x}");
+        assert!(x["submitterId"].is_i64() && x["createdAt"].is_string());
+        assert!(x["formVersion"].is_string(), "{x}");
+    }
+    // Unknown submissions and outsiders: 404; nobody: 401.
+    let r = c
+        .get(format!(
+            "{base}/forms/household/submissions/uuid:nope/versions"
+        ))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .get(format!("{sub_base}/versions"))
+        .basic_auth("bob", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c.get(format!("{sub_base}/versions")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
 
     // Concurrent posts of one instanceID: all succeed, one row.
     let race = household("uuid:race", "R", "");

@@ -314,6 +314,28 @@
       });
     }
 
+    // Notices (e.g. an automatic restriction of one of this account's tokens), newest first.
+    const notices = async () => {
+      const list = $('#notice-list');
+      const box = $('#notices');
+      try {
+        const ns = await api('GET', '/v1/users/current/notices');
+        list.replaceChildren(...ns.map((n) => el('li', { class: n.readAt ? 'notice read' : 'notice unread', dataset: { kind: n.kind } },
+          el('strong', { text: n.readAt ? 'Read' : 'New' }), ` ${when(n.createdAt)}: `, n.message,
+          ' ', el('code', { text: n.kind }))));
+        if (!ns.length) list.replaceChildren(el('li', { text: 'No notices.' }));
+        $('#notices-read').hidden = !ns.some((n) => !n.readAt);
+      } catch (e) { showProblem(box, e); }
+    };
+    notices();
+    $('#notices-read').addEventListener('click', async () => {
+      clearProblem($('#notices'));
+      try {
+        await api('POST', '/v1/users/current/notices/read');
+        await notices();
+      } catch (e) { showProblem($('#notices'), e); }
+    });
+
     const tokens = async () => {
       const tbody = $('#token-table tbody');
       try {
@@ -501,12 +523,46 @@
       box.scrollIntoView();
     });
 
+    // Who holds which role (GET …/assignments/{role} for each role; managers only).
+    const ROLES = [['manager', 'Manager'], ['editor', 'Editor'], ['viewer', 'Viewer'], ['formfill', 'Data collector']];
+    const loadRoles = async () => {
+      const tbody = $('#role-table tbody');
+      $('#roles-problem').hidden = true;
+      try {
+        const lists = await Promise.all(ROLES.map(([r]) => api('GET', `${base}/assignments/${r}`)));
+        const rows = ROLES.flatMap(([role, label], i) => lists[i].map((a) => el('tr', { dataset: { actorId: String(a.id), role } },
+          el('td', { text: a.displayName }),
+          el('td', { text: String(a.id) }),
+          el('td', { text: label }),
+          el('td', {}, el('button', {
+            type: 'button', class: 'danger small', 'aria-label': `Revoke ${label.toLowerCase()} role of ${a.displayName}`, text: 'Revoke',
+            on: { click: async () => {
+              $('#roles-problem').hidden = true;
+              try {
+                await api('DELETE', `${base}/assignments/${role}/${a.id}`);
+                await loadRoles();
+              } catch (e) { showProblem($('#roles-problem'), e); }
+            } },
+          })))));
+        tbody.replaceChildren(...rows);
+        if (!rows.length) tbody.replaceChildren(el('tr', {}, el('td', { colspan: 4, text: 'Nobody yet.' })));
+      } catch (e) {
+        if (e.status === 403) {
+          tbody.replaceChildren(el('tr', {}, el('td', { colspan: 4, text: 'Only the project\'s managers see who has a role here.' })));
+        } else {
+          showProblem($('#roles-problem'), e);
+        }
+      }
+    };
+    loadRoles();
     onSubmit($('#share-form'), async (form) => {
       const id = $('#share-user').value.trim();
       const role = $('#share-role').value;
       if (!/^\d+$/.test(id)) throw new Problem(400, 'invalid', 'The account id is a number (shown on that person\'s Account page).');
       await api('POST', `${base}/assignments/${enc(role)}/${id}`);
       showOk(form, `Account ${id} is now ${role} of this project.`);
+      $('#share-user').value = '';
+      await loadRoles();
     });
 
     const loadKey = async () => {
@@ -542,11 +598,18 @@
     const history = $('#history-table tbody');
     if (history) {
       (async () => {
+        // Managers read the project's history (GET /v1/projects/{id}/audits); for anyone else
+        // the server says 403/404 and the section stays hidden.
         try {
-          const prefix = `project:${pid}`;
-          const entries = (await auditEntries()).filter((a) => a.target === prefix || (a.target || '').startsWith(`${prefix}/`));
-          auditRows(history, entries.reverse().slice(0, 100), false);
-        } catch (e) { showProblem($('#history-table').parentElement.parentElement, e); }
+          const entries = await api('GET', `/v1/projects/${pid}/audits?limit=100`);
+          auditRows(history, entries, false);
+          $('#history-section').hidden = false;
+        } catch (e) {
+          if (e.status !== 403 && e.status !== 404) {
+            $('#history-section').hidden = false;
+            showProblem($('#history-table').parentElement.parentElement, e);
+          }
+        }
       })();
     }
     loadForms();
@@ -625,7 +688,8 @@
         const review = new Map(reviews.map((s) => [s.instanceId, s.reviewState || 'received']));
         state.count = page.count;
         tbody.replaceChildren(...page.results.map((r) => {
-          const instance = r['meta/instanceID'] || `uuid:${r._uuid}`;
+          // The submission's stable id is its first instanceID (an edit has a new meta/instanceID).
+          const instance = r['meta/rootUuid'] || r['meta/instanceID'] || `uuid:${r._uuid}`;
           const box = el('input', { type: 'checkbox', 'aria-label': `Select submission ${r._id}`, checked: state.selected.has(r._id),
             on: { change: (ev) => { if (ev.target.checked) state.selected.add(r._id); else state.selected.delete(r._id); } } });
           return el('tr', { dataset: { id: String(r._id) } }, el('td', {}, box),
@@ -792,11 +856,17 @@
           data.replaceChildren(...Object.entries(s.data || {}).flatMap(([k, v]) =>
             fact(k, typeof v === 'object' ? JSON.stringify(v) : v)));
         }
-        const cv = s.currentVersion || {};
-        const hist = [el('li', { text: `Received ${when(s.createdAt)} from ${s.submitterName || 'unknown'}.` })];
-        if (s.edits) hist.push(el('li', { text: `Edited ${s.edits} time(s); the current version (${cv.instanceId || ''}) was received ${when(cv.createdAt)}.` }));
-        else hist.push(el('li', { text: 'Never edited.' }));
-        if (s.reviewState && s.reviewState !== 'received') hist.push(el('li', { text: `Review state: ${s.reviewState}.` }));
+      } catch (e) { showProblem($('#sub-problem'), e); }
+      // Edit history: every version, newest first (GET …/versions).
+      try {
+        const versions = await api('GET', `${base}/versions`);
+        const hist = versions.map((v, i) => el('li', { class: v.current ? 'version current' : 'version', dataset: { instanceId: v.instanceId } },
+          el('strong', { text: i === versions.length - 1 ? 'Received' : 'Edited' }),
+          ` ${when(v.createdAt)} by ${v.submitterName || (v.submitterId ? `#${v.submitterId}` : 'unknown')}`,
+          v.deviceId ? ` from ${v.deviceId}` : '', ' — ', el('code', { text: v.instanceId }),
+          v.formVersion ? ` (form version ${v.formVersion})` : '',
+          v.current ? ' — current version' : ''));
+        if (versions.length === 1) hist.push(el('li', { text: 'Never edited.' }));
         $('#sub-history').replaceChildren(...hist);
       } catch (e) { showProblem($('#sub-problem'), e); }
       try {
@@ -828,6 +898,52 @@
       }
     })();
 
+    // Every account, 50 a page, filtered by part of a username or e-mail (GET /v1/users?q=).
+    const users = { q: '', offset: 0, limit: 50 };
+    const loadUsers = async () => {
+      const tbody = $('#user-table tbody');
+      $('#user-list-problem').hidden = true;
+      try {
+        const params = new URLSearchParams({ limit: String(users.limit + 1), offset: String(users.offset) });
+        if (users.q) params.set('q', users.q);
+        const list = await api('GET', `/v1/users?${params}`);
+        const more = list.length > users.limit;
+        const shown = list.slice(0, users.limit);
+        tbody.replaceChildren(...shown.map((u) => el('tr', { dataset: { userId: String(u.id), username: u.displayName } },
+          el('td', { text: String(u.id) }),
+          el('td', { text: u.displayName }),
+          el('td', { text: u.email || '—' }),
+          el('td', { text: when(u.createdAt) }),
+          el('td', { text: u.superuser ? 'administrator' : 'user' }),
+          el('td', { class: u.active ? 'state-active' : 'state-suspended',
+            text: (u.active ? 'active' : 'suspended') + (u.mustResetPassword ? ', reset forced' : '') + (u.require2fa ? ', two-factor required' : '') }),
+          el('td', {}, el('div', { class: 'actions' },
+            el('button', {
+              type: 'button', class: u.active ? 'danger small' : 'secondary small',
+              'aria-label': `${u.active ? 'Suspend' : 'Reactivate'} ${u.displayName}`, text: u.active ? 'Suspend' : 'Reactivate',
+              on: { click: async () => {
+                try {
+                  await api('POST', `/v1/admin/users/${u.id}/${u.active ? 'suspend' : 'activate'}`);
+                  await loadUsers();
+                } catch (e) { showProblem($('#user-list-problem'), e); }
+              } },
+            }),
+            el('a', { href: `/console/admin?user=${u.id}#user-card`, 'aria-label': `Manage ${u.displayName}`, text: 'Manage' }))))));
+        if (!shown.length) tbody.replaceChildren(el('tr', {}, el('td', { colspan: 7, text: users.q ? `No account matches “${users.q}”.` : 'No accounts.' })));
+        $('#users-page').textContent = shown.length ? `${users.offset + 1}–${users.offset + shown.length}` : '';
+        $('#users-prev').disabled = users.offset === 0;
+        $('#users-next').disabled = !more;
+      } catch (e) { showProblem($('#user-list-problem'), e); }
+    };
+    loadUsers();
+    onSubmit($('#user-list-form'), async () => {
+      users.q = $('#user-list-q').value.trim();
+      users.offset = 0;
+      await loadUsers();
+    });
+    $('#users-prev').addEventListener('click', () => { users.offset = Math.max(0, users.offset - users.limit); loadUsers(); });
+    $('#users-next').addEventListener('click', () => { users.offset += users.limit; loadUsers(); });
+
     const card = $('#user-card');
     if (card) {
       const id = card.dataset.userId;
@@ -857,6 +973,35 @@
         } catch (e) { showProblem(card, e); }
       }));
     }
+
+    // Automatic rate-limit restrictions, with a Lift button for those in force.
+    const restrictions = async () => {
+      const box = $('#restrictions');
+      const tbody = $('#restriction-table tbody');
+      try {
+        const list = await api('GET', '/v1/admin/restrictions');
+        tbody.replaceChildren(...list.map((r) => el('tr', { dataset: { id: String(r.id), subject: r.subject, active: String(r.active) } },
+          el('td', {}, el('code', { text: r.subject })),
+          el('td', { text: r.mode }),
+          el('td', { text: when(r.createdAt) }),
+          el('td', { text: r.reason }),
+          el('td', { class: r.active ? 'state-revoked' : 'state-active',
+            text: r.active ? 'in force' : `lifted ${when(r.liftedAt)}${r.liftedBy ? ` by ${r.liftedBy}` : ''}` }),
+          el('td', {}, r.active ? el('button', {
+            type: 'button', class: 'secondary small', 'aria-label': `Lift the restriction of ${r.subject}`, text: 'Lift',
+            on: { click: async () => {
+              clearProblem(box);
+              try {
+                await api('POST', `/v1/admin/restrictions/${r.id}/lift`);
+                showOk(box, `Lifted the restriction of ${r.subject}.`);
+                await restrictions();
+              } catch (e) { showProblem(box, e); }
+            } },
+          }) : null))));
+        if (!list.length) tbody.replaceChildren(el('tr', {}, el('td', { colspan: 6, text: 'No restrictions.' })));
+      } catch (e) { showProblem(box, e); }
+    };
+    restrictions();
 
     onSubmit($('#user-create'), async (form) => {
       const body = { username: $('#new-username').value.trim(), password: $('#new-password').value, superuser: $('#new-superuser').checked };
