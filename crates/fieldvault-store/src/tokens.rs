@@ -87,6 +87,12 @@ pub trait TokenStore: Send + Sync {
     /// Ends a session; `false` when there was none.
     async fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
 
+    /// An account's sessions that have not expired, newest first (at most 200).
+    async fn user_sessions(&self, user_id: i64, now: i64) -> Result<Vec<SessionRow>, StoreError>;
+
+    /// Ends one session of an account by id; `false` when the account has no such session.
+    async fn delete_user_session(&self, user_id: i64, id: i64) -> Result<bool, StoreError>;
+
     /// Ends every session of an account ("log out everywhere", password change).
     async fn delete_user_sessions(&self, user_id: i64) -> Result<u64, StoreError>;
 

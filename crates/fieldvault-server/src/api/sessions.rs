@@ -31,6 +31,8 @@ pub fn routes() -> Router<App> {
         .route("/v1/users/current/2fa/confirm", post(confirm))
         .route("/v1/users/current/2fa/disable", post(disable))
         .route("/v1/tokens/{id}", delete(revoke))
+        .route("/v1/users/current/sessions", get(list_sessions))
+        .route("/v1/users/current/sessions/{id}", delete(end_session_by_id))
 }
 
 #[derive(Deserialize)]
@@ -290,5 +292,39 @@ async fn disable(
     AppJson(c): AppJson<Code>,
 ) -> Result<Json<Value>, ApiError> {
     crate::service::two_factor::disable(&app, &who.user, &c.code).await?;
+    Ok(Json(json!({"success": true})))
+}
+
+/// `GET /v1/users/current/sessions`: the caller's live sessions (never their tokens), marking the
+/// one this request came with.
+async fn list_sessions(
+    State(app): State<App>,
+    AccountOwner(who): AccountOwner,
+) -> Result<Json<Value>, ApiError> {
+    let rows = sessions::list(&app, &who.user).await?;
+    Ok(Json(Value::Array(
+        rows.iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "createdAt": iso(s.created_at),
+                    "expiresAt": iso(s.expires_at),
+                    "lastSeenAt": iso(s.last_seen_at),
+                    "browser": s.cookie,
+                    "current": who.session.is_some_and(|h| h.as_slice() == s.token_hash.as_slice()),
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// `DELETE /v1/users/current/sessions/{id}`: ends one of the caller's sessions.
+async fn end_session_by_id(
+    State(app): State<App>,
+    AccountOwner(who): AccountOwner,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
+    sessions::end_by_id(&app, &who.user, id).await?;
     Ok(Json(json!({"success": true})))
 }

@@ -167,6 +167,37 @@ pub async fn end(app: &App, caller: &UserRow, token: &str) -> Result<(), Service
     }
 }
 
+/// The caller's live sessions, newest first: browser sessions past their idle timeout are left
+/// out (the next request with them would end them anyway).
+pub async fn list(app: &App, caller: &UserRow) -> Result<Vec<SessionRow>, ServiceError> {
+    let now = now_ms();
+    let idle_ms = i64::try_from(app.config.session_idle_timeout_secs)
+        .unwrap_or(i64::MAX / 2_000)
+        .saturating_mul(1000);
+    Ok(app
+        .store
+        .user_sessions(caller.id, now)
+        .await?
+        .into_iter()
+        .filter(|s| !s.cookie || now - s.last_seen_at <= idle_ms)
+        .collect())
+}
+
+/// Ends one of the caller's sessions by id (from [`list`]); another account's id is "not found".
+pub async fn end_by_id(app: &App, caller: &UserRow, id: i64) -> Result<(), ServiceError> {
+    if !app.store.delete_user_session(caller.id, id).await? {
+        return Err(ServiceError::NotFound);
+    }
+    super::audit::record(
+        app.store.as_ref(),
+        format!("user:{}", caller.username),
+        "user.session.end",
+        Some(format!("session:{id}")),
+        serde_json::json!({}),
+    )
+    .await
+}
+
 /// Ends every session of the caller, bearer and browser alike ("log out everywhere").
 pub async fn end_all(app: &App, caller: &UserRow) -> Result<u64, ServiceError> {
     let n = app.store.delete_user_sessions(caller.id).await?;

@@ -63,6 +63,35 @@ macro_rules! token_store_impl {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn user_sessions(
+                &self,
+                user_id: i64,
+                now: i64,
+            ) -> Result<Vec<$crate::tokens::SessionRow>, $crate::StoreError> {
+                Ok(sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::sql::session_cols!(),
+                    " FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY id DESC LIMIT 200"
+                ))
+                .bind(user_id)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn delete_user_session(
+                &self,
+                user_id: i64,
+                id: i64,
+            ) -> Result<bool, $crate::StoreError> {
+                let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id = $2")
+                    .bind(user_id)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
             async fn delete_user_sessions(&self, user_id: i64) -> Result<u64, $crate::StoreError> {
                 let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
                     .bind(user_id)

@@ -433,8 +433,12 @@ async function main() {
     await p2.waitForFunction(() => document.querySelectorAll('#subs-table tbody tr[data-id]').length === 2);
     await shot(p2, 'phone-form-data');
     assert.ok(await p2.evaluate(() => document.documentElement.scrollWidth) <= 390, 'the data page fits a phone');
-    step('log out everywhere');
+    step('sessions: both browsers are listed, this one marked');
     await p2.goto(`${BASE}/console/account`);
+    await p2.waitForFunction(() => document.querySelectorAll('#session-table tbody tr').length >= 2);
+    await p2.locator('#session-table tbody tr', { hasText: 'this one' }).waitFor();
+    assert.equal(await p2.locator('#session-table tbody tr', { hasText: 'this one' }).count(), 1);
+    step('log out everywhere');
     await p2.click('#logout-all');
     await p2.waitForURL(/\/console\/login/);
     await page.goto(`${BASE}/console/account`);

@@ -283,3 +283,83 @@ async fn cookie_over_https_is_host_prefixed_and_secure() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// An account lists its own sessions (the one in use marked) and ends one by id; another
+/// account's session id is "not found", and an API token cannot see or end sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_lists_and_ends_its_sessions() {
+    use crate::harness::{PASSWORD, Server, client, create_user};
+    use serde_json::{Value, json};
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    create_user(dir.path(), &[], "sam", false);
+    create_user(dir.path(), &[], "tess", false);
+    let c = client();
+    let login = |who: &'static str| {
+        let r = c
+            .post(srv.url("/v1/sessions"))
+            .json(&json!({"email": who, "password": PASSWORD}));
+        async move {
+            let v: Value = r.send().await.unwrap().json().await.unwrap();
+            v["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let (a, b, t) = (login("sam").await, login("sam").await, login("tess").await);
+    let list = |tok: String| {
+        let r = c
+            .get(srv.url("/v1/users/current/sessions"))
+            .bearer_auth(tok);
+        async move { r.send().await.unwrap() }
+    };
+    let l: Value = list(a.clone()).await.json().await.unwrap();
+    let l = l.as_array().unwrap().clone();
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert_eq!(l.iter().filter(|s| s["current"] == true).count(), 1);
+    let other = l.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let tess: Value = list(t.clone()).await.json().await.unwrap();
+    let tess_id = tess[0]["id"].as_i64().unwrap();
+    let end = |tok: String, id: i64| {
+        let r = c
+            .delete(srv.url(&format!("/v1/users/current/sessions/{id}")))
+            .bearer_auth(tok);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        end(a.clone(), tess_id).await,
+        404,
+        "another account's session"
+    );
+    assert_eq!(end(a.clone(), other).await, 200);
+    let r = c
+        .get(srv.url("/v1/users/current"))
+        .bearer_auth(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the ended session no longer works");
+    let r = c
+        .get(srv.url("/v1/users/current"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "tess is untouched");
+    assert_eq!(end(a.clone(), other).await, 404);
+    // An API token sees no sessions.
+    let tok: Value = c
+        .post(srv.url("/v1/tokens"))
+        .basic_auth("sam", Some(PASSWORD))
+        .json(&json!({"name": "t", "scopes": ["data:read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tok = tok["token"].as_str().unwrap().to_owned();
+    assert_eq!(list(tok.clone()).await.status(), 403);
+    assert_eq!(end(tok, 1).await, 403);
+    assert!(srv.stop());
+}

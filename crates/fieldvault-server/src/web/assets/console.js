@@ -371,12 +371,33 @@
       await tokens();
     });
 
+    const sessionList = async () => {
+      const tbody = $('#session-table tbody');
+      try {
+        const list = await api('GET', '/v1/users/current/sessions');
+        tbody.replaceChildren(...list.map((s) => el('tr', { 'data-session-id': String(s.id) },
+          el('td', { text: `${s.browser ? 'Browser' : 'Script (bearer)'}${s.current ? ' — this one' : ''}` }),
+          el('td', { text: when(s.createdAt) }),
+          el('td', { text: when(s.lastSeenAt) }),
+          el('td', { text: when(s.expiresAt) }),
+          el('td', {}, s.current ? null : el('button', {
+            type: 'button', class: 'secondary small', 'aria-label': `End session ${s.id}`, text: 'End',
+            on: { click: async () => {
+              try {
+                await api('DELETE', `/v1/users/current/sessions/${s.id}`);
+                await sessionList();
+              } catch (e) { showProblem($('#logout-all').parentElement, e); }
+            } },
+          })))));
+      } catch (e) { showProblem($('#logout-all').parentElement, e); }
+    };
     (async () => {
       try {
         const s = await api('GET', '/v1/sessions/current');
         $('#session-created').textContent = when(s.createdAt);
         $('#session-expires').textContent = when(s.expiresAt);
       } catch (e) { showProblem($('#logout-all').parentElement, e); }
+      await sessionList();
     })();
     $('#logout-all').addEventListener('click', async (ev) => {
       try {
