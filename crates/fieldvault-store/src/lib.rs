@@ -20,6 +20,7 @@ pub mod kobo;
 pub mod lifecycle;
 pub mod model;
 pub mod open;
+mod pg_intake;
 pub mod postgres;
 pub mod project_keys;
 mod sql;

@@ -70,6 +70,19 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Intake of a batch: SQLite has one writer at a time anyway, so the whole batch goes
+    /// through the general path in one `BEGIN IMMEDIATE` transaction (one WAL sync).
+    async fn ingest_batch(
+        &self,
+        batch: &[crate::NewSubmission],
+        used: &mut std::collections::HashSet<String>,
+    ) -> Result<Vec<crate::IngestOutcome>, StoreError> {
+        let all: Vec<&crate::NewSubmission> = batch.iter().collect();
+        self.ingest_in_transaction(&all, used).await
+    }
+}
+
 fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
     match StoreError::from(e) {
         StoreError::Corrupt(_) => StoreError::Corrupt(format!(
