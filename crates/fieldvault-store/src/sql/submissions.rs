@@ -231,6 +231,7 @@ macro_rules! submission_store_impl {
             /// The general intake path: every item decided and written one after the other in
             /// ONE transaction (new, duplicate, conflict, edit). Returns one outcome per item and
             /// adds the blobs the rows took to `used`.
+            #[allow(dead_code, reason = "PostgreSQL's fast path falls back to it; SQLite runs the same steps on its own intake connection")]
             pub(crate) async fn ingest_in_transaction(
                 &self,
                 batch: &[&$crate::NewSubmission],
