@@ -627,13 +627,15 @@ impl Report {
                     "target p50 < 100 ms (at 1 M)",
                 );
             }
-            row(
-                format!("{at}: KoboToolbox `/data/?query=` scan (one match)"),
-                c.kobo_query_rows_per_sec,
-                "rows/s",
-                Some(c.kobo_query_rows_per_sec / row_bound),
-                "AES-GCM bound over sealed rows",
-            );
+            if let Some(q) = c.kobo_query_rows_per_sec {
+                row(
+                    format!("{at}: KoboToolbox `/data/?query=` scan (one match)"),
+                    q,
+                    "rows/s",
+                    Some(q / row_bound),
+                    "AES-GCM bound over sealed rows",
+                );
+            }
             row(
                 format!("{at}: server peak RSS during these reads"),
                 c.peak_rss_mib,
@@ -642,11 +644,8 @@ impl Report {
                 "200 MB (intake c=64 target)",
             );
         }
-        let at = b
-            .checkpoints
-            .last()
-            .map_or_else(String::new, |c| rows_label(c.rows));
         for e in &b.exports {
+            let at = rows_label(e.rows);
             let csv_sync = e.download_secs.is_none();
             row(
                 format!(
@@ -678,6 +677,10 @@ impl Report {
                 "target < 100 MB",
             );
         }
+        let at = b
+            .checkpoints
+            .last()
+            .map_or_else(String::new, |c| rows_label(c.rows));
         if let Some(k) = &b.backup {
             row(
                 format!(
