@@ -15,14 +15,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use fieldvault_crypto::odk::{OdkPrivateKey, OdkPublicKey, encrypt_submission};
 use serde::Serialize;
 
 use crate::server::{self, Running};
 
 /// Login of the benchmark's account.
-const USER: &str = "bench";
+pub(crate) const USER: &str = "bench";
 /// Its password (long enough for any password policy; never a real secret).
-const PASSWORD: &str = "bench-intake-password-7Qx";
+pub(crate) const PASSWORD: &str = "bench-intake-password-7Qx";
 /// Multipart boundary; cannot occur in the generated XML or (with any real chance) in the
 /// random attachment bytes.
 const BOUNDARY: &str = "fieldvault-bench-4c1f9a7e2b6d8035";
@@ -35,7 +36,24 @@ const TICKS_PER_SEC: f64 = 100.0;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The minimal XForm the submissions are for: two text fields and one binary (photo) field.
-const XFORM: &str = r#"<?xml version="1.0"?><h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa"><h:head><h:title>Bench</h:title><model><instance><data id="bench" version="1"><name/><note/><photo/><meta><instanceID/></meta></data></instance><bind nodeset="/data/name" type="string"/><bind nodeset="/data/note" type="string"/><bind nodeset="/data/photo" type="binary"/><bind nodeset="/data/meta/instanceID" type="string" readonly="true()" jqcalculate="concat('uuid:', uuid())"/></model></h:head><h:body><input ref="/data/name"><label>Name</label></input></h:body></h:html>"#;
+pub(crate) const XFORM: &str = r#"<?xml version="1.0"?><h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa"><h:head><h:title>Bench</h:title><model><instance><data id="bench" version="1"><name/><note/><photo/><meta><instanceID/></meta></data></instance><bind nodeset="/data/name" type="string"/><bind nodeset="/data/note" type="string"/><bind nodeset="/data/photo" type="binary"/><bind nodeset="/data/meta/instanceID" type="string" readonly="true()" jqcalculate="concat('uuid:', uuid())"/></model></h:head><h:body><input ref="/data/name"><label>Name</label></input></h:body></h:html>"#;
+
+/// Form id of the encrypted form.
+const ENC_FORM: &str = "bench_enc";
+
+/// The same form with `base64RsaPublicKey`: Collect encrypts every submission to it.
+fn encrypted_xform(public_b64: &str) -> String {
+    XFORM
+        .replace(
+            "<h:title>Bench</h:title>",
+            "<h:title>Bench encrypted</h:title>",
+        )
+        .replace("<data id=\"bench\"", &format!("<data id=\"{ENC_FORM}\""))
+        .replace(
+            "</model>",
+            &format!("<submission method=\"post\" base64RsaPublicKey=\"{public_b64}\"/></model>"),
+        )
+}
 
 /// Options from the command line.
 #[derive(Debug, Clone)]
@@ -48,6 +66,21 @@ pub struct Options {
     pub repeats: usize,
     /// PostgreSQL server URL without a database, e.g. `postgres://postgres@127.0.0.1:5432`.
     pub pg: Option<String>,
+    /// Only scenarios whose label (`SQLite Token c=16 Xml`) contains this, for profiling one.
+    pub filter: Option<String>,
+}
+
+/// What each submission carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Payload {
+    /// ~1.1 KB of instance XML only.
+    Xml,
+    /// The XML plus one attachment of this many random bytes.
+    Attachment(usize),
+    /// An ODK-encrypted envelope as Collect makes it (`fieldvault_crypto::odk`): the manifest
+    /// as `xml_submission_file` plus `submission.xml.enc` (the same ~1.1 KB XML, AES-CFB under
+    /// a fresh key wrapped with the form's RSA public key), to a form that carries the key.
+    Encrypted,
 }
 
 /// How a submission authenticates.
@@ -70,6 +103,8 @@ pub struct IntakeRun {
     pub auth: Auth,
     /// Attachment bytes per submission (0: XML only, ~1 KB).
     pub attachment_bytes: usize,
+    /// ODK-encrypted envelopes rather than plaintext XML.
+    pub encrypted: bool,
     /// Concurrent clients (connections).
     pub concurrency: usize,
     /// Submissions asked for.
@@ -169,15 +204,17 @@ pub fn measure(bin: &Path, scratch_parent: &Path, opts: &Options) -> anyhow::Res
     Ok(Intake { runs, notes })
 }
 
-/// The scenarios, in run order: (auth, attachment bytes, concurrency).
-const SCENARIOS: [(Auth, usize, usize); 7] = [
-    (Auth::Token, 0, 1),
-    (Auth::Token, 0, 16),
-    (Auth::Token, 0, 64),
-    (Auth::Basic, 0, 1),
-    (Auth::Basic, 0, 16),
-    (Auth::Basic, 0, 64),
-    (Auth::Token, ATTACHMENT_BYTES, 16),
+/// The scenarios, in run order: (auth, payload, concurrency).
+const SCENARIOS: [(Auth, Payload, usize); 9] = [
+    (Auth::Token, Payload::Xml, 1),
+    (Auth::Token, Payload::Xml, 16),
+    (Auth::Token, Payload::Xml, 64),
+    (Auth::Basic, Payload::Xml, 1),
+    (Auth::Basic, Payload::Xml, 16),
+    (Auth::Basic, Payload::Xml, 64),
+    (Auth::Token, Payload::Attachment(ATTACHMENT_BYTES), 16),
+    (Auth::Token, Payload::Encrypted, 1),
+    (Auth::Token, Payload::Encrypted, 16),
 ];
 
 /// Sets up one store (account, project, form, app user) and runs every scenario on it.
@@ -212,23 +249,36 @@ async fn backend(
 
     let mut seed = seed();
     let mut runs = Vec::new();
-    for (auth, attachment_bytes, concurrency) in SCENARIOS {
+    for (auth, payload, concurrency) in SCENARIOS {
+        let scenario_label = format!("{name} {auth:?} c={concurrency} {payload:?}");
+        if opts
+            .filter
+            .as_deref()
+            .is_some_and(|f| !scenario_label.contains(f))
+        {
+            continue;
+        }
         seed = splitmix64(seed);
         let mut reps = Vec::new();
         for rep in 1..=opts.repeats.max(1) {
             seed = splitmix64(seed);
             let label = format!(
-                "{name} {auth:?} c={concurrency} attachment={attachment_bytes} ({rep}/{})",
+                "{name} {auth:?} c={concurrency} {payload:?} ({rep}/{})",
                 opts.repeats.max(1)
             );
             eprintln!("  intake: {label} ...");
             let srv = server::spawn(bin, dir.path(), &data_dir, env, &label)?;
             server::wait_healthy(&client, &srv, Instant::now(), &label).await?;
+            let attachment_bytes = match payload {
+                Payload::Attachment(n) => n,
+                Payload::Xml | Payload::Encrypted => 0,
+            };
             let scenario = Scenario {
                 url: target.url(&srv.base, auth),
                 auth,
                 attachment_bytes,
                 nonce: seed,
+                encrypted: (payload == Payload::Encrypted).then(|| target.enc_public.clone()),
             };
             reps.push(one_run(&client, srv, &scenario, concurrency, opts, name, &label).await?);
         }
@@ -256,7 +306,7 @@ fn median(mut reps: Vec<IntakeRun>) -> Option<IntakeRun> {
 }
 
 /// `fieldvault user create bench --superuser --password-stdin`.
-fn create_user(
+pub(crate) fn create_user(
     bin: &Path,
     cwd: &Path,
     data_dir: &Path,
@@ -288,13 +338,18 @@ fn create_user(
 }
 
 /// Where submissions go, from the setup.
-struct Target {
-    project: u64,
-    token: String,
+pub(crate) struct Target {
+    /// Project id.
+    pub project: u64,
+    /// The app user's token.
+    pub token: String,
+    /// Public key of the encrypted form `bench_enc`.
+    pub enc_public: Arc<OdkPublicKey>,
 }
 
 impl Target {
-    fn url(&self, base: &str, auth: Auth) -> String {
+    /// The submission URL for `auth`.
+    pub fn url(&self, base: &str, auth: Auth) -> String {
         match auth {
             Auth::Token => format!(
                 "{base}/v1/key/{}/projects/{}/submission",
@@ -305,8 +360,9 @@ impl Target {
     }
 }
 
-/// Project, published form, app user with the form assigned; all through the public API.
-async fn setup(client: &reqwest::Client, base: &str) -> anyhow::Result<Target> {
+/// Project, published forms (plain `bench` and encrypted `bench_enc`), app user with both forms
+/// assigned; all through the public API.
+pub(crate) async fn setup(client: &reqwest::Client, base: &str) -> anyhow::Result<Target> {
     let project = expect_ok(
         client
             .post(format!("{base}/v1/projects"))
@@ -325,6 +381,22 @@ async fn setup(client: &reqwest::Client, base: &str) -> anyhow::Result<Target> {
         "POST forms",
     )
     .await?;
+    // The encrypted form: the server gets only the public key; the private key is dropped.
+    let enc_key = OdkPrivateKey::generate()
+        .map_err(|e| anyhow::anyhow!("cannot generate an ODK key pair: {e}"))?;
+    let enc_public = Arc::new(
+        OdkPublicKey::from_base64_spki(&enc_key.public_key().to_base64_spki())
+            .map_err(|e| anyhow::anyhow!("cannot copy the ODK public key: {e}"))?,
+    );
+    expect_ok(
+        client
+            .post(format!("{base}/v1/projects/{pid}/forms?publish=true"))
+            .basic_auth(USER, Some(PASSWORD))
+            .header(reqwest::header::CONTENT_TYPE, "application/xml")
+            .body(encrypted_xform(&enc_public.to_base64_spki())),
+        "POST encrypted form",
+    )
+    .await?;
     let app_user = expect_ok(
         client
             .post(format!("{base}/v1/projects/{pid}/app-users"))
@@ -338,23 +410,29 @@ async fn setup(client: &reqwest::Client, base: &str) -> anyhow::Result<Target> {
         .as_str()
         .context("app user has no token")?
         .to_owned();
-    expect_ok(
-        client
-            .post(format!(
-                "{base}/v1/projects/{pid}/forms/bench/assignments/app-user/{actor}"
-            ))
-            .basic_auth(USER, Some(PASSWORD)),
-        "POST assignment",
-    )
-    .await?;
+    for form in ["bench", ENC_FORM] {
+        expect_ok(
+            client
+                .post(format!(
+                    "{base}/v1/projects/{pid}/forms/{form}/assignments/app-user/{actor}"
+                ))
+                .basic_auth(USER, Some(PASSWORD)),
+            "POST assignment",
+        )
+        .await?;
+    }
     Ok(Target {
         project: pid,
         token,
+        enc_public,
     })
 }
 
 /// Sends a request, fails on a non-2xx status, returns the JSON body (`null` if not JSON).
-async fn expect_ok(req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn expect_ok(
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<serde_json::Value> {
     let resp = req.send().await.with_context(|| format!("{what} failed"))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
@@ -365,27 +443,72 @@ async fn expect_ok(req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<s
 }
 
 /// What one run sends.
-struct Scenario {
-    url: String,
-    auth: Auth,
-    attachment_bytes: usize,
+pub(crate) struct Scenario {
+    /// Submission URL.
+    pub url: String,
+    /// Token or Basic.
+    pub auth: Auth,
+    /// Attachment size (0: none).
+    pub attachment_bytes: usize,
     /// Makes this run's instance IDs and attachment bytes unique.
-    nonce: u64,
+    pub nonce: u64,
+    /// Encrypt each submission to this key (ODK envelopes) instead of sending plaintext XML.
+    pub encrypted: Option<Arc<OdkPublicKey>>,
 }
 
 impl Scenario {
-    /// The multipart body of submission `i`, built by hand: cheaper than reqwest's multipart
-    /// encoder, so the client (which shares the machine) takes less CPU from the server.
-    fn body(&self, i: u64, attachment: &[u8]) -> Vec<u8> {
+    /// The instanceID of submission `i`.
+    fn instance_id(&self, i: u64) -> String {
         let n = self.nonce;
-        let instance = format!(
+        format!(
             "uuid:{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
             (n >> 32) as u32,
             (n >> 16) as u16,
             n & 0xfff,
             (n >> 4) & 0xfff,
             i & 0xffff_ffff_ffff
+        )
+    }
+
+    /// The multipart body of ODK-encrypted submission `i`: the manifest and
+    /// `submission.xml.enc`, exactly what Collect posts for an encrypted form.
+    fn encrypted_body(&self, public: &OdkPublicKey, i: u64) -> anyhow::Result<Vec<u8>> {
+        let instance = self.instance_id(i);
+        let xml = format!(
+            "<data id=\"{ENC_FORM}\" version=\"1\"><name>Bench {i}</name><note>{NOTE_TEXT}</note>\
+             <photo></photo><meta><instanceID>{instance}</instanceID></meta></data>"
         );
+        let enc = encrypt_submission(public, ENC_FORM, Some("1"), &instance, xml.as_bytes(), &[])
+            .map_err(|e| anyhow::anyhow!("encrypting a submission: {e}"))?;
+        let mut body = Vec::with_capacity(enc.manifest_xml.len() + xml.len() + 512);
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; \
+                 filename=\"submission.xml\"\r\nContent-Type: text/xml\r\n\r\n{}\r\n",
+                enc.manifest_xml
+            )
+            .as_bytes(),
+        );
+        for (name, bytes) in &enc.files {
+            body.extend_from_slice(
+                format!(
+                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; \
+                     filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        Ok(body)
+    }
+
+    /// The multipart body of submission `i`, built by hand: cheaper than reqwest's multipart
+    /// encoder, so the client (which shares the machine) takes less CPU from the server.
+    pub fn body(&self, i: u64, attachment: &[u8]) -> Vec<u8> {
+        let n = self.nonce;
+        let instance = self.instance_id(i);
         let photo = if self.attachment_bytes > 0 {
             "p.jpg"
         } else {
@@ -426,7 +549,8 @@ impl Scenario {
         body
     }
 
-    fn request(&self, client: &reqwest::Client, body: Vec<u8>) -> reqwest::RequestBuilder {
+    /// The POST of `body` with this scenario's headers and credentials.
+    pub fn request(&self, client: &reqwest::Client, body: Vec<u8>) -> reqwest::RequestBuilder {
         let req = client
             .post(&self.url)
             .header("X-OpenRosa-Version", "1.0")
@@ -443,7 +567,7 @@ impl Scenario {
 }
 
 /// ~900 bytes of field notes, so the XML part is about 1 KB like a short real form.
-const NOTE_TEXT: &str = "Household visited in the morning; respondent available and consented. \
+pub(crate) const NOTE_TEXT: &str = "Household visited in the morning; respondent available and consented. \
     Water source is a protected well about two hundred metres from the dwelling, shared with \
     four neighbouring households. Latrine present, in fair condition. Two children under five, \
     both with vaccination cards seen. Mosquito nets: three, all in use, one with small holes. \
@@ -466,8 +590,22 @@ async fn one_run(
     label: &str,
 ) -> anyhow::Result<IntakeRun> {
     let attachment: Arc<[u8]> = random_bytes(scenario.attachment_bytes, scenario.nonce).into();
+    // Encrypted envelopes are made before the clock starts: the client's RSA and AES work is
+    // the phone's, not the server's, and must not take CPU from the server during the run.
+    let bodies: Option<Arc<Vec<Vec<u8>>>> = match &scenario.encrypted {
+        None => None,
+        Some(public) => Some(Arc::new(
+            (0..opts.count as u64)
+                .map(|i| scenario.encrypted_body(public, i))
+                .collect::<anyhow::Result<_>>()?,
+        )),
+    };
+    let warm_body = match &scenario.encrypted {
+        Some(public) => scenario.encrypted_body(public, 0xffff_0000_0000)?,
+        None => scenario.body(0xffff_0000_0000, &attachment),
+    };
     let warm = scenario
-        .request(client, scenario.body(0xffff_0000_0000, &attachment))
+        .request(client, warm_body)
         .send()
         .await
         .with_context(|| format!("{label}: warm-up submission failed"))?;
@@ -494,6 +632,7 @@ async fn one_run(
         attachment_bytes: scenario.attachment_bytes,
         nonce: scenario.nonce,
         attachment,
+        bodies,
         count: opts.count,
         started,
         cap,
@@ -532,6 +671,7 @@ async fn one_run(
         backend: backend.to_owned(),
         auth: scenario.auth,
         attachment_bytes: scenario.attachment_bytes,
+        encrypted: scenario.encrypted.is_some(),
         concurrency,
         requested: opts.count,
         sent: latencies.len(),
@@ -563,6 +703,8 @@ struct Worker {
     attachment_bytes: usize,
     nonce: u64,
     attachment: Arc<[u8]>,
+    /// Pre-made bodies (encrypted envelopes), indexed by submission number.
+    bodies: Option<Arc<Vec<Vec<u8>>>>,
     count: usize,
     started: Instant,
     cap: Duration,
@@ -584,6 +726,7 @@ impl Worker {
             auth: self.auth,
             attachment_bytes: self.attachment_bytes,
             nonce: self.nonce,
+            encrypted: None,
         };
         let mut t = Tally {
             latencies: Vec::new(),
@@ -596,7 +739,10 @@ impl Worker {
             if i >= self.count || self.started.elapsed() > self.cap {
                 return t;
             }
-            let body = scenario.body(i as u64, &self.attachment);
+            let body = match self.bodies.as_deref().and_then(|b| b.get(i)) {
+                Some(b) => b.clone(),
+                None => scenario.body(i as u64, &self.attachment),
+            };
             let sent = Instant::now();
             let outcome = match scenario.request(&self.client, body).send().await {
                 Ok(resp) => {
@@ -626,7 +772,7 @@ impl Worker {
 }
 
 /// User + system CPU seconds of a process, from a `/proc/<pid>/stat` file (all threads).
-fn cpu_seconds(path: &str) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(path: &str) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
     parse_cpu_seconds(&stat).with_context(|| format!("cannot parse {path}"))
 }
@@ -643,7 +789,7 @@ fn parse_cpu_seconds(stat: &str) -> Option<f64> {
 
 /// Busy CPU seconds of the whole machine, summed over CPUs, from the first line of
 /// `/proc/stat` (everything but idle and iowait).
-fn system_busy_seconds() -> anyhow::Result<f64> {
+pub(crate) fn system_busy_seconds() -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
     parse_busy_seconds(&stat).context("cannot parse /proc/stat")
 }
@@ -664,15 +810,15 @@ fn parse_busy_seconds(stat: &str) -> Option<f64> {
 
 /// A throwaway PostgreSQL database, created and dropped with `psql` (so this crate needs no
 /// database driver).
-struct PgDb {
+pub(crate) struct PgDb {
     admin_url: String,
     name: String,
     /// Connection URL of the new database, for `FIELDVAULT_DATABASE_URL`.
-    url: String,
+    pub(crate) url: String,
 }
 
 impl PgDb {
-    fn create(server_url: &str) -> anyhow::Result<PgDb> {
+    pub(crate) fn create(server_url: &str) -> anyhow::Result<PgDb> {
         let server_url = server_url.trim_end_matches('/');
         let admin_url = format!("{server_url}/postgres");
         // Hex digits only, so the name is safe to put into SQL.
@@ -715,7 +861,7 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
 
 /// A seed that differs between runs (time and pid), so repeated benchmarks against the same
 /// PostgreSQL server never collide on names or instance IDs.
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -723,7 +869,7 @@ fn seed() -> u64 {
 }
 
 /// SplitMix64: a tiny, good-enough mixer for names and filler bytes (not for secrets).
-fn splitmix64(x: u64) -> u64 {
+pub(crate) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -731,7 +877,7 @@ fn splitmix64(x: u64) -> u64 {
 }
 
 /// `len` incompressible bytes, so neither compression nor deduplication can flatter the rate.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
     let mut s = seed;
     while out.len() < len {
@@ -765,6 +911,7 @@ mod tests {
             auth: Auth::Token,
             attachment_bytes: 16,
             nonce: 7,
+            encrypted: None,
         };
         let a = random_bytes(16, 1);
         let one = String::from_utf8_lossy(&s.body(1, &a)).into_owned();

@@ -8,8 +8,12 @@
 //!   `/healthz` latency.
 //! - [`intake`]: OpenRosa submissions (token and Basic auth, with and without attachments) at
 //!   several concurrencies, on the embedded store and optionally PostgreSQL.
+//! - [`data`]: a store filled to 100 k and 1 M submissions: data API pages and queries, CSV
+//!   and XLSX exports, backup and restore.
+//! - [`decrypt`]: `fieldvault decrypt` over ODK-encrypted submissions.
 //! - [`report`]: machine description, JSON and markdown output.
 
+mod data;
 mod decrypt;
 mod intake;
 mod limits;
@@ -57,6 +61,20 @@ struct Cli {
     /// Attachment size per encrypted submission, KiB.
     #[arg(long, default_value_t = 1024)]
     decrypt_attachment_kib: usize,
+    /// Submissions in the large store (data API, exports, backup); a 100 k checkpoint is
+    /// measured on the way when larger. Loading goes through the real intake (~5 min for 1 M).
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: usize,
+    /// Skip the large-store measurements (data API, exports, backup and restore).
+    #[arg(long)]
+    skip_big: bool,
+    /// Skip the intake measurements.
+    #[arg(long)]
+    skip_intake: bool,
+    /// Run only the intake scenarios whose label contains this (e.g. `PostgreSQL Token c=16 Xml`),
+    /// to profile one of them.
+    #[arg(long)]
+    intake_filter: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,17 +91,42 @@ fn main() -> anyhow::Result<()> {
     eprintln!("benchmarking {} ...", bin.display());
     let server = server::measure(&bin, &cwd, cli.healthz_requests)?;
 
-    eprintln!("benchmarking intake ...");
-    let intake = intake::measure(
-        &bin,
-        &cwd,
-        &intake::Options {
-            count: cli.intake_count,
-            max_secs: cli.intake_max_secs,
-            repeats: cli.intake_repeats,
-            pg: cli.pg.filter(|s| !s.is_empty()),
-        },
-    )?;
+    let load_before = report::load_average();
+    let intake = if cli.skip_intake {
+        intake::Intake {
+            runs: Vec::new(),
+            notes: vec!["Intake not measured (--skip-intake).".to_owned()],
+        }
+    } else {
+        eprintln!("benchmarking intake ...");
+        intake::measure(
+            &bin,
+            &cwd,
+            &intake::Options {
+                count: cli.intake_count,
+                max_secs: cli.intake_max_secs,
+                repeats: cli.intake_repeats,
+                pg: cli.pg.filter(|s| !s.is_empty()),
+                filter: cli.intake_filter.clone(),
+            },
+        )?
+    };
+
+    let big = if cli.skip_big || cli.rows == 0 {
+        None
+    } else {
+        eprintln!("benchmarking a store of {} submissions ...", cli.rows);
+        // A failure here must not cost the intake numbers already taken.
+        match data::measure(&bin, &cwd, &data::Options { rows: cli.rows }) {
+            Ok(b) => Some(b),
+            Err(e) => Some(data::BigData {
+                checkpoints: Vec::new(),
+                exports: Vec::new(),
+                backup: None,
+                notes: vec![format!("the large-store benchmark failed: {e:#}")],
+            }),
+        }
+    };
 
     let decrypt = if cli.decrypt_count > 0 {
         eprintln!("benchmarking fieldvault decrypt ...");
@@ -97,7 +140,8 @@ fn main() -> anyhow::Result<()> {
         None
     };
 
-    let report = report::Report::new(limits, server, intake, decrypt);
+    let load = [load_before, report::load_average()];
+    let report = report::Report::new(limits, server, intake, big, decrypt, load);
     let markdown = report.markdown();
     report.write(&cli.out, &markdown)?;
     println!("{markdown}");

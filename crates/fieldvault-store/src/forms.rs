@@ -324,6 +324,20 @@ pub trait FormStore: Send + Sync {
     /// Form ids a collector is assigned to.
     async fn assigned_forms(&self, app_user_id: i64) -> Result<Vec<i64>, StoreError>;
 
+    /// A collector by token hash (if not revoked) with its assigned form ids, sorted. Every
+    /// token-authenticated request needs both, and tokens are never cached (revocation works at
+    /// once), so the SQL stores answer it in one query rather than two round trips.
+    async fn app_user_with_forms_by_token_hash(
+        &self,
+        hash: &[u8],
+    ) -> Result<Option<(AppUserRow, Vec<i64>)>, StoreError> {
+        let Some(user) = self.app_user_by_token_hash(hash).await? else {
+            return Ok(None);
+        };
+        let forms = self.assigned_forms(user.id).await?;
+        Ok(Some((user, forms)))
+    }
+
     /// Row counts.
     async fn counts(&self) -> Result<Counts, StoreError>;
 }

@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod model;
 pub mod open;
+mod pg_intake;
 pub mod postgres;
 pub mod project_keys;
 mod sql;

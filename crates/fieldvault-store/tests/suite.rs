@@ -901,6 +901,67 @@ async fn forms_and_submissions(settings: StorageSettings) {
         rows.iter().filter(|r| r.instance_id == "uuid:race").count(),
         1
     );
+
+    // A group-commit batch mixing new submissions (PostgreSQL writes those in one statement)
+    // with a retry of one of them, a conflict, an existing submission and an unexpected file:
+    // each gets the answer it would get alone, in order, and only used blobs are kept.
+    let mut fresh = sub(pi, fi, di, "uuid:g1", "<g1/>");
+    fresh.attachments = vec![att("photo.jpg", "blob-g1"), att("extra.bin", "blob-extra")];
+    let mut retry = fresh.clone();
+    retry.attachments = vec![att("photo.jpg", "blob-g1-again")];
+    let r = store
+        .ingest(&[
+            fresh,
+            sub(pi, fi, di, "uuid:g2", "<g2/>"),
+            retry,
+            sub(pi, fi, di, "uuid:g2", "<g2-different/>"),
+            sub(pi, fi, di, "uuid:b", "<b/>"),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(r.outcomes[0], IngestOutcome::Created { .. }),
+        "{r:?}"
+    );
+    assert!(
+        matches!(r.outcomes[1], IngestOutcome::Created { .. }),
+        "{r:?}"
+    );
+    assert!(
+        matches!(
+            r.outcomes[2],
+            IngestOutcome::Duplicate {
+                added_attachments: 0,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert_eq!(r.outcomes[3], IngestOutcome::Conflict);
+    assert!(
+        matches!(r.outcomes[4], IngestOutcome::Duplicate { .. }),
+        "{r:?}"
+    );
+    let mut unused = r.unused_blobs.clone();
+    unused.sort();
+    assert_eq!(unused, vec!["blob-extra", "blob-g1-again"]);
+    let g1 = store.submission(fi, "uuid:g1").await.unwrap().unwrap();
+    let v = store.submission_versions(g1.id).await.unwrap();
+    assert_eq!(v.len(), 1);
+    let atts = store.submission_attachments(v[0].id).await.unwrap();
+    assert_eq!(atts.len(), 1);
+    assert_eq!(atts[0].blob_name.as_deref(), Some("blob-g1"));
+    assert_eq!(atts[0].size, Some(3));
+    let g2 = store.submission(fi, "uuid:g2").await.unwrap().unwrap();
+    let v = store.submission_versions(g2.id).await.unwrap();
+    assert_eq!(v[0].xml_sealed, b"<g2/>");
+    let atts = store.submission_attachments(v[0].id).await.unwrap();
+    assert_eq!(
+        atts.len(),
+        1,
+        "the expected slot exists before its file arrives"
+    );
+    assert_eq!(atts[0].blob_name, None);
 }
 
 #[tokio::test]

@@ -107,11 +107,7 @@ async fn lookup(
     app: &App,
     hash: &[u8; 32],
 ) -> Result<Option<(fieldvault_store::AppUserRow, Vec<i64>)>, StoreError> {
-    let Some(user) = app.store.app_user_by_token_hash(hash).await? else {
-        return Ok(None);
-    };
-    let forms = app.store.assigned_forms(user.id).await?;
-    Ok(Some((user, forms)))
+    app.store.app_user_with_forms_by_token_hash(hash).await
 }
 
 fn bad_key() -> ApiError {

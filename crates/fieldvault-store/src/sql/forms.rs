@@ -474,6 +474,31 @@ macro_rules! form_store_impl {
                 Ok(())
             }
 
+            async fn app_user_with_forms_by_token_hash(
+                &self,
+                hash: &[u8],
+            ) -> Result<Option<($crate::AppUserRow, Vec<i64>)>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT u.id, u.project_id, u.display_name, u.token_hash, u.created_by, \
+                     u.created_at, u.revoked_at, a.form_id AS assigned_form_id \
+                     FROM app_users u LEFT JOIN form_assignments a ON a.app_user_id = u.id \
+                     WHERE u.token_hash = $1 AND u.revoked_at IS NULL ORDER BY a.form_id",
+                )
+                .bind(hash)
+                .fetch_all(&self.pool)
+                .await?;
+                let Some(first) = rows.first() else {
+                    return Ok(None);
+                };
+                let user: $crate::AppUserRow = sqlx::FromRow::from_row(first)?;
+                let mut forms = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let f: Option<i64> = sqlx::Row::try_get(r, "assigned_form_id")?;
+                    forms.extend(f);
+                }
+                Ok(Some((user, forms)))
+            }
+
             async fn assigned_forms(&self, app_user_id: i64) -> Result<Vec<i64>, $crate::StoreError> {
                 let rows: Vec<(i64,)> =
                     sqlx::query_as("SELECT form_id FROM form_assignments WHERE app_user_id = $1 ORDER BY form_id")
