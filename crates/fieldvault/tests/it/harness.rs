@@ -159,17 +159,34 @@ impl Server {
         assert!(ok);
     }
 
-    /// SIGTERM and wait; returns whether it exited successfully.
+    /// SIGTERM and wait; returns whether it exited successfully (printing its stderr if not).
     pub fn stop(mut self) -> bool {
         self.signal("TERM");
-        for _ in 0..400 {
+        // Up to 60 s: on a loaded 2-core CI machine a clean shutdown can be slow; a hang still fails.
+        for _ in 0..1200 {
             if let Some(status) = self.child.try_wait().unwrap() {
+                if !status.success() {
+                    eprintln!(
+                        "server exited with {status}; its stderr:\n{}",
+                        self.stderr_tail()
+                    );
+                }
                 return status.success();
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        eprintln!(
+            "server did not stop within 60 s of SIGTERM; its stderr:\n{}",
+            self.stderr_tail()
+        );
         let _ = self.child.kill();
         false
+    }
+
+    /// The last lines the server wrote to stderr (for a failing test's output).
+    fn stderr_tail(&self) -> String {
+        let lines = self.stderr.lock().unwrap();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 }
 
