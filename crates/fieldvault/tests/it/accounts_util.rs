@@ -46,6 +46,20 @@ pub async fn my_id(srv: &Server, token: &str) -> i64 {
     me["id"].as_i64().unwrap()
 }
 
+/// The account id of `name` (signed in with the test password).
+pub async fn id_of(srv: &Server, name: &str) -> i64 {
+    let me: Value = client()
+        .get(srv.url("/v1/users/current"))
+        .basic_auth(name, Some(crate::harness::PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    me["id"].as_i64().unwrap()
+}
+
 /// The audit actions so far, oldest first, with their targets.
 pub async fn audit(srv: &Server, admin: &str) -> Vec<(String, String)> {
     let log: Value = client()

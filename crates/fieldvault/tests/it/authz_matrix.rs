@@ -37,36 +37,9 @@ async fn every_caller_against_every_endpoint() {
         .await
         .unwrap();
     let pid = p["id"].as_i64().unwrap();
-    let ids: Value = c
-        .get(srv.url("/v1/users/current"))
-        .basic_auth("bob", Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bob = ids["id"].as_i64().unwrap();
-    let ids: Value = c
-        .get(srv.url("/v1/users/current"))
-        .basic_auth("carol", Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let carol = ids["id"].as_i64().unwrap();
-    let ids: Value = c
-        .get(srv.url("/v1/users/current"))
-        .basic_auth("erin", Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let erin = ids["id"].as_i64().unwrap();
+    let bob = crate::accounts_util::id_of(&srv, "bob").await;
+    let carol = crate::accounts_util::id_of(&srv, "carol").await;
+    let erin = crate::accounts_util::id_of(&srv, "erin").await;
     for (role, uid) in [("viewer", bob), ("formfill", carol), ("editor", erin)] {
         let r = c
             .post(srv.url(&format!("/v1/projects/{pid}/assignments/{role}/{uid}")))
@@ -394,16 +367,7 @@ async fn every_caller_against_every_endpoint() {
     // a restricted (read-only) token with every scope, a collector of this project and one of
     // another project (both through their `/v1/key/…` URLs), and an administrator without a role.
     create_user(dir.path(), &[], "frank", false);
-    let frank: Value = c
-        .get(srv.url("/v1/users/current"))
-        .basic_auth("frank", Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let frank = frank["id"].as_i64().unwrap();
+    let frank = crate::accounts_util::id_of(&srv, "frank").await;
     let r = c
         .post(srv.url(&format!("/v1/projects/{pid}/assignments/viewer/{frank}")))
         .basic_auth("alice", Some(PASSWORD))
