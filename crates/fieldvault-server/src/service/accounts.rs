@@ -412,17 +412,36 @@ pub async fn force_reset(
     target: UserId,
     on: bool,
 ) -> Result<UserRow, ServiceError> {
+    let action = [
+        "user.password.force_reset.clear",
+        "user.password.force_reset",
+    ][usize::from(on)];
+    set_account_flag(app, actor, target, action, || {
+        app.store.set_must_reset_password(target, on)
+    })
+    .await
+}
+
+/// One administrator switch on an account (forced reset, required 2FA): authorize, check the
+/// account is live, set, audit, and answer with the account as it now is.
+async fn set_account_flag<'a, F, Fut>(
+    app: &'a App,
+    actor: &Actor,
+    target: UserId,
+    action: &str,
+    set: F,
+) -> Result<UserRow, ServiceError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), fieldvault_store::StoreError>> + 'a,
+{
     authorize(actor, Verb::UserManage, Resource::Site)?;
     let user = live_user(app, target).await?;
-    app.store.set_must_reset_password(target, on).await?;
+    set().await?;
     record(
         app.store.as_ref(),
         actor_name(actor, None),
-        if on {
-            "user.password.force_reset"
-        } else {
-            "user.password.force_reset.clear"
-        },
+        action,
         Some(format!("user:{}", user.username)),
         serde_json::json!({}),
     )
@@ -456,22 +475,11 @@ pub async fn require_2fa(
     target: UserId,
     on: bool,
 ) -> Result<UserRow, ServiceError> {
-    authorize(actor, Verb::UserManage, Resource::Site)?;
-    let user = live_user(app, target).await?;
-    app.store.set_require_2fa(target, on).await?;
-    record(
-        app.store.as_ref(),
-        actor_name(actor, None),
-        if on {
-            "user.2fa.require"
-        } else {
-            "user.2fa.require.clear"
-        },
-        Some(format!("user:{}", user.username)),
-        serde_json::json!({}),
-    )
-    .await?;
-    live_user(app, target).await
+    let action = ["user.2fa.require.clear", "user.2fa.require"][usize::from(on)];
+    set_account_flag(app, actor, target, action, || {
+        app.store.set_require_2fa(target, on)
+    })
+    .await
 }
 
 /// What deleting one's account ended.
