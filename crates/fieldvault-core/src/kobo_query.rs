@@ -126,6 +126,23 @@ impl Query {
         Query::And(Vec::new())
     }
 
+    /// Whether the query matches every document (`{}`, or `$and`s of it): then a page can be
+    /// read at its offset instead of scanning and decrypting every submission.
+    pub fn is_all(&self) -> bool {
+        matches!(self, Query::And(parts) if parts.iter().all(Query::is_all))
+    }
+
+    /// Whether the query reads the field `key` or a path inside it (`key.sub`), so a caller
+    /// knows which costly fields it must fill in before matching.
+    pub fn mentions(&self, key: &str) -> bool {
+        match self {
+            Query::And(parts) | Query::Or(parts) | Query::Nor(parts) => {
+                parts.iter().any(|q| q.mentions(key))
+            }
+            Query::Field(k, _) => path_within(k, key),
+        }
+    }
+
     /// Whether the flat submission `doc` matches.
     pub fn matches(&self, doc: &Map<String, Value>) -> bool {
         match self {
@@ -138,6 +155,12 @@ impl Query {
             }
         }
     }
+}
+
+/// Whether `path` is `key` or a dotted path inside it.
+fn path_within(path: &str, key: &str) -> bool {
+    path.strip_prefix(key)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 /// The value of `key` in `doc`: the literal key, else a dotted path into objects.
@@ -423,6 +446,11 @@ impl Sort {
         Ok(Sort(keys))
     }
 
+    /// Whether the order reads the field `key` or a path inside it.
+    pub fn mentions(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| path_within(k, key))
+    }
+
     /// True for the default order (ascending `_id`), which needs no buffering.
     pub fn is_by_id(&self) -> bool {
         self.0.is_empty() || (self.0.len() == 1 && self.0[0] == ("_id".to_owned(), true))
@@ -474,6 +502,21 @@ mod tests {
 
     fn q(text: &str) -> Query {
         Query::parse_str(text).unwrap()
+    }
+
+    #[test]
+    fn match_all_and_mentioned_fields_are_recognised() {
+        assert!(q("{}").is_all());
+        assert!(q(r#"{"$and":[{},{}]}"#).is_all());
+        assert!(!q(r#"{"$or":[]}"#).is_all());
+        assert!(!q(r#"{"pet":"0"}"#).is_all());
+        let att = q(r#"{"$or":[{"pet":"0"},{"_attachments.mimetype":"image/jpeg"}]}"#);
+        assert!(att.mentions("_attachments"));
+        assert!(!att.mentions("_attach"));
+        assert!(q(r#"{"_attachments":{"$exists":true}}"#).mentions("_attachments"));
+        assert!(!q(r#"{"_attachments_count":1}"#).mentions("_attachments"));
+        assert!(Sort::parse_str(r#"{"_attachments.filename":1}"#).unwrap().mentions("_attachments"));
+        assert!(!Sort::parse_str(r#"{"pet":-1}"#).unwrap().mentions("_attachments"));
     }
 
     #[test]

@@ -168,9 +168,9 @@ pub const OPTIONS: &[OptionDoc] = &[
     },
     OptionDoc {
         key: "limits.collector_per_window",
-        default: "6000",
+        default: "60000",
         secret: false,
-        doc: "Requests per window allowed to one collector (an app user, or an account using the OpenRosa endpoints): a larger budget of its own, so a field team syncing at the end of the day is never cut off by someone's script.",
+        doc: "Requests per window allowed to one collector (an app user, or an account using the OpenRosa endpoints): a larger budget of its own, so a field team syncing at the end of the day is never cut off by someone's script. Teams share one app user or account across many phones, so the default (1,000 a second) is sized for a whole team sending at once, not one phone.",
     },
     OptionDoc {
         key: "limits.anonymous_per_window",
@@ -510,7 +510,7 @@ impl Default for Config {
             signup_mode: SignupMode::Closed,
             limits_window_secs: 60,
             limits_api_per_window: 600,
-            limits_collector_per_window: 6000,
+            limits_collector_per_window: 60_000,
             limits_anonymous_per_window: 600,
             limits_restrict_factor: 10,
             limits_restrict_windows: 10,

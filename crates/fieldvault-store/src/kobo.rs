@@ -131,6 +131,15 @@ pub trait KoboStore: Send + Sync {
     /// One live submission of a form.
     async fn kobo_record(&self, form_id: i64, id: i64) -> Result<Option<KoboRecord>, StoreError>;
 
+    /// Live submissions of a form in id order from position `offset` (0-based), at most
+    /// `limit`: a page of KoboToolbox's `/data/?start=` without reading the rows before it.
+    async fn kobo_records_at(
+        &self,
+        form_id: i64,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<KoboRecord>, StoreError>;
+
     /// Live submissions of a form and the time of the latest (ms).
     async fn kobo_count(&self, form_id: i64) -> Result<(i64, Option<i64>), StoreError>;
 

@@ -2225,6 +2225,16 @@ async fn kobo_store(settings: StorageSettings) {
     assert_eq!(page1[1].submitted_by, None);
     let page2 = store.kobo_records(f.id, page1[1].id, 2).await.unwrap();
     assert_eq!(page2.iter().map(|r| r.id).collect::<Vec<_>>(), ids[2..]);
+    // The same pages by position, as `/data/?start=` asks for them.
+    let at = |o, l| store.kobo_records_at(f.id, o, l);
+    let by_pos: Vec<i64> = at(1, 5).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(by_pos, ids[1..]);
+    let first = at(0, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].instance_id, "uuid:k1b");
+    assert_eq!(first[0].xml_sealed, b"<one-edited/>");
+    assert!(at(3, 5).await.unwrap().is_empty());
+    assert!(store.kobo_records_at(f.id + 1000, 0, 5).await.unwrap().is_empty());
     assert_eq!(store.kobo_count(f.id).await.unwrap().0, 3);
     assert!(store.kobo_record(f.id, ids[1]).await.unwrap().is_some());
     assert!(
@@ -2298,6 +2308,15 @@ async fn kobo_store(settings: StorageSettings) {
     assert_eq!(store.kobo_delete(f.id, &[ids[2]]).await.unwrap(), 1);
     assert_eq!(store.kobo_count(f.id).await.unwrap().0, 2);
     assert!(store.kobo_record(f.id, ids[2]).await.unwrap().is_none());
+    // A deleted row takes no position.
+    let live: Vec<i64> = store
+        .kobo_records_at(f.id, 1, 5)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(live, ids[1..2]);
     assert!(matches!(
         store.kobo_delete(f.id, &[ids[2]]).await,
         Err(StoreError::NotFound)

@@ -29,6 +29,8 @@ use crate::App;
 
 /// Rows read from the store per round trip.
 pub const PAGE: i64 = 256;
+/// Metadata rows read per round trip while passing over an offset.
+const SKIP_PAGE: i64 = 2048;
 /// Largest page of the JSON submission list.
 pub const MAX_LIST: i64 = 1000;
 /// Review states a submission can be given (`received` is the initial one).
@@ -171,6 +173,38 @@ pub fn stream<T: Send + 'static>(
         let mut after = sel.after;
         let mut skip = sel.skip;
         let mut left = sel.take.unwrap_or(u64::MAX);
+        // Rows before the offset are passed over on their metadata alone: their sealed XML is
+        // never read, so a deep page costs an index walk, not a read of every row before it.
+        while skip > 0 && left > 0 {
+            let page = match store
+                .submission_page(&PageQuery {
+                    form_id,
+                    deleted: sel.deleted,
+                    after,
+                    limit: SKIP_PAGE,
+                    with_xml: false,
+                })
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            if page.is_empty() {
+                return;
+            }
+            for r in &page {
+                if skip == 0 {
+                    break;
+                }
+                after = r.cursor();
+                if passes(sel.filter.as_deref(), r, now) {
+                    skip -= 1;
+                }
+            }
+        }
         while left > 0 {
             let page = match store
                 .submission_page(&PageQuery {
@@ -262,6 +296,11 @@ fn decode<T>(
 
 /// Counts the rows a selection matches (metadata only, nothing decrypted).
 pub async fn count(app: &App, fd: &FormData, sel: &Selection) -> Result<u64, ServiceError> {
+    if sel.filter.is_none() && sel.deleted == Deleted::Exclude {
+        // The common case (`$count` or a plain list): one COUNT over the live-rows index.
+        let (n, _) = app.store.kobo_count(fd.form.id).await?;
+        return Ok(u64::try_from(n).unwrap_or(0));
+    }
     let now = fieldvault_store::now_ms();
     let mut after = Cursor::START;
     let mut n = 0u64;

@@ -295,6 +295,26 @@ impl Flattener {
         app: &App,
         rec: &KoboRecord,
     ) -> Result<Map<String, Value>, ServiceError> {
+        let mut out = self.doc(rec)?;
+        self.attach(app, rec, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Fills in the record's `_attachments` (a store query when the form has files).
+    pub async fn attach(
+        &self,
+        app: &App,
+        rec: &KoboRecord,
+        doc: &mut Map<String, Value>,
+    ) -> Result<(), ServiceError> {
+        doc.insert("_attachments".into(), self.attachments(app, rec).await?);
+        Ok(())
+    }
+
+    /// The record as flat JSON with an empty `_attachments` standing in for the real list:
+    /// reading the list is a query per record, paid only for the records a page returns (and
+    /// before matching only when a query or sort reads `_attachments`).
+    pub fn doc(&self, rec: &KoboRecord) -> Result<Map<String, Value>, ServiceError> {
         let mut out = Map::new();
         let mut geo = (Value::Null, Value::Null);
         if rec.encrypted {
@@ -320,7 +340,7 @@ impl Flattener {
             out.insert("meta/rootUuid".into(), json!(rec.root_instance_id));
         }
         out.insert("_xform_id_string".into(), json!(self.asset_uid));
-        out.insert("_attachments".into(), self.attachments(app, rec).await?);
+        out.insert("_attachments".into(), json!([]));
         out.insert("_status".into(), json!("submitted_via_web"));
         out.insert("_geolocation".into(), json!([geo.0, geo.1]));
         out.insert(
@@ -469,22 +489,51 @@ pub async fn data(
     let asset = asset(app, actor, uid).await?;
     data_readable(&asset)?;
     let flat = Flattener::new(app, &asset, base).await?;
+    let fields = req.fields.as_deref();
+    let by_id = req.sort.is_by_id();
+    if by_id && req.query.is_all() {
+        // No filter and the stored order: count in the index and read only the page.
+        let (total, _) = app.store.kobo_count(asset.form.id).await?;
+        let recs = app
+            .store
+            .kobo_records_at(
+                asset.form.id,
+                i64::try_from(req.start).unwrap_or(i64::MAX),
+                i64::try_from(req.limit).unwrap_or(MAX_LIMIT as i64),
+            )
+            .await?;
+        let mut results = Vec::with_capacity(recs.len());
+        for rec in &recs {
+            results.push(project(flat.flat(app, rec).await?, fields));
+        }
+        return Ok(DataPage {
+            count: usize::try_from(total).unwrap_or(0),
+            results,
+        });
+    }
+    let early = req.query.mentions("_attachments") || req.sort.mentions("_attachments");
     let mut scan = Scan::new(&asset);
     let mut count = 0usize;
     let mut results = Vec::new();
-    let by_id = req.sort.is_by_id();
+    let mut sorted: Vec<(Map<String, Value>, KoboRecord)> = Vec::new();
     while let Some(batch) = scan.next(app).await? {
-        for rec in &batch {
-            let doc = flat.flat(app, rec).await?;
+        for mut rec in batch {
+            let mut doc = flat.doc(&rec)?;
+            if early {
+                flat.attach(app, &rec, &mut doc).await?;
+            }
             if !req.query.matches(&doc) {
                 continue;
             }
             if by_id {
                 if count >= req.start && results.len() < req.limit {
-                    results.push(project(doc, req.fields.as_deref()));
+                    if !early {
+                        flat.attach(app, &rec, &mut doc).await?;
+                    }
+                    results.push(project(doc, fields));
                 }
             } else {
-                if results.len() >= MAX_SORTED {
+                if sorted.len() >= MAX_SORTED {
                     return Err(ServiceError::Invalid {
                         code: "kobo.sort_too_large",
                         message: format!(
@@ -492,19 +541,21 @@ pub async fn data(
                         ),
                     });
                 }
-                results.push(doc);
+                // Only metadata is kept for the page's attachment lists.
+                rec.xml_sealed = Vec::new();
+                sorted.push((doc, rec));
             }
             count += 1;
         }
     }
     if !by_id {
-        results.sort_by(|a, b| req.sort.compare(a, b));
-        results = results
-            .into_iter()
-            .skip(req.start)
-            .take(req.limit)
-            .map(|d| project(d, req.fields.as_deref()))
-            .collect();
+        sorted.sort_by(|a, b| req.sort.compare(&a.0, &b.0));
+        for (mut doc, rec) in sorted.into_iter().skip(req.start).take(req.limit) {
+            if !early {
+                flat.attach(app, &rec, &mut doc).await?;
+            }
+            results.push(project(doc, fields));
+        }
     }
     Ok(DataPage { count, results })
 }
@@ -668,9 +719,14 @@ pub async fn resolve(app: &App, asset: &Asset, sel: Selection) -> Result<Vec<i64
             let flat = Flattener::new(app, asset, "").await?;
             let mut scan = Scan::new(asset);
             let mut ids = Vec::new();
+            let early = q.mentions("_attachments");
             while let Some(batch) = scan.next(app).await? {
                 for rec in &batch {
-                    if q.matches(&flat.flat(app, rec).await?) {
+                    let mut doc = flat.doc(rec)?;
+                    if early {
+                        flat.attach(app, rec, &mut doc).await?;
+                    }
+                    if q.matches(&doc) {
                         ids.push(rec.id);
                         if ids.len() > MAX_BULK {
                             return Err(too_many());

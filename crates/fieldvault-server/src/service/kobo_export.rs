@@ -736,6 +736,8 @@ async fn produce(
     let (key2, blob2) = (key.clone(), blob.clone());
     let upload =
         tokio::spawn(async move { blobs.put_stream(&key2, &blob2, &aad, Box::pin(body)).await });
+    // Export rows have no attachment columns: the lists are read only if the query needs them.
+    let early = query.mentions("_attachments");
     let mut scan = Scan::new(asset);
     let mut index = 0u64;
     let produced: Result<(), ServiceError> = async {
@@ -744,7 +746,10 @@ async fn produce(
                 if !s.submission_ids.is_empty() && !s.submission_ids.contains(&rec.id) {
                     continue;
                 }
-                let doc = flat.flat(app, rec).await?;
+                let mut doc = flat.doc(rec)?;
+                if early {
+                    flat.attach(app, rec, &mut doc).await?;
+                }
                 if !query.matches(&doc) {
                     continue;
                 }

@@ -45,6 +45,25 @@ macro_rules! kobo_store_impl {
                 .await?)
             }
 
+            async fn kobo_records_at(
+                &self,
+                form_id: i64,
+                offset: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::KoboRecord>, $crate::StoreError> {
+                // The offset is walked in the live-rows index by id alone; only the page's rows
+                // are joined to their versions and read.
+                Ok(sqlx::query_as(concat!(
+                    $crate::sql::kobo_record_select!(),
+                    "WHERE s.id IN (SELECT id FROM submissions                      WHERE form_id = $1 AND deleted_at IS NULL                      ORDER BY id LIMIT $2 OFFSET $3)                      ORDER BY s.id"
+                ))
+                .bind(form_id)
+                .bind(limit.max(0))
+                .bind(offset.max(0))
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
             async fn kobo_record(
                 &self,
                 form_id: i64,

@@ -182,6 +182,23 @@ async fn assert_stored_once(base: &str, acknowledged: &BTreeSet<String>) {
     }
 }
 
+/// Fails with a short summary (how many, grouped by answer) when any request did not get 201.
+fn assert_all_acknowledged(results: &BTreeMap<String, Result<u16, String>>) {
+    let mut by_answer: BTreeMap<String, (usize, &str)> = BTreeMap::new();
+    for (id, r) in results {
+        if let Err(e) = r {
+            let answer: String = e.chars().take(160).collect();
+            by_answer.entry(answer).or_insert((0, id)).0 += 1;
+        }
+    }
+    let failed: usize = by_answer.values().map(|(n, _)| n).sum();
+    assert!(
+        failed == 0,
+        "{failed} of {} submissions not acknowledged with 201; by answer (count, first id): {by_answer:?}",
+        results.len()
+    );
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -196,7 +213,12 @@ async fn postgres_outage_keeps_intake_open_and_replays_exactly_once() {
     };
     let url = cluster.create_db("fv_outage");
     let dir = tempfile::tempdir().unwrap();
-    let env = [("FIELDVAULT_DATABASE_URL", url.as_str())];
+    // Six clients sending flat out exceed a collector's request budget within seconds on a
+    // fast machine; this test is about the outage, not the budget (tests/it/limits.rs).
+    let env = [
+        ("FIELDVAULT_DATABASE_URL", url.as_str()),
+        ("FIELDVAULT_LIMITS_COLLECTOR_PER_WINDOW", "10000000"),
+    ];
     let srv = Server::start(dir.path(), &env);
     create_user(dir.path(), &env, "alice", false);
     let base = project(&srv).await;
@@ -237,8 +259,7 @@ async fn postgres_outage_keeps_intake_open_and_replays_exactly_once() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let results = load.finish().await;
 
-    let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
-    assert!(failed.is_empty(), "not acknowledged with 201: {failed:?}");
+    assert_all_acknowledged(&results);
     // The journal drains once the database is back.
     let t = Instant::now();
     loop {
