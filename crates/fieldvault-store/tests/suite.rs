@@ -2234,7 +2234,13 @@ async fn kobo_store(settings: StorageSettings) {
     assert_eq!(first[0].instance_id, "uuid:k1b");
     assert_eq!(first[0].xml_sealed, b"<one-edited/>");
     assert!(at(3, 5).await.unwrap().is_empty());
-    assert!(store.kobo_records_at(f.id + 1000, 0, 5).await.unwrap().is_empty());
+    assert!(
+        store
+            .kobo_records_at(f.id + 1000, 0, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.kobo_count(f.id).await.unwrap().0, 3);
     assert!(store.kobo_record(f.id, ids[1]).await.unwrap().is_some());
     assert!(

@@ -652,6 +652,22 @@ async fn odata(e: &Env) {
     assert!(rest.get("@odata.nextLink").is_none());
     let skipped = get_json(&format!("{svc}/Submissions?$skip=1&$top=1")).await;
     assert_eq!(skipped["value"][0]["__id"], json!("uuid:c2"));
+    // Skipped rows are counted after the filter (they are passed over without decryption).
+    let filtered = get_json(&format!(
+        "{svc}/Submissions?$skip=1&$filter=not (__id eq 'uuid:c2')&$count=true"
+    ))
+    .await;
+    let ids: Vec<&str> = filtered["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["__id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["uuid:c1"], "{filtered}");
+    assert_eq!(filtered["@odata.count"], json!(2));
+    let past = get_json(&format!("{svc}/Submissions?$skip=3&$count=true")).await;
+    assert_eq!(past["value"], json!([]));
+    assert_eq!(past["@odata.count"], json!(3));
 
     // $filter on system fields, $select, $wkt.
     let approved = get_json(&format!(

@@ -301,6 +301,45 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
         recs[1].get("grp/photo").is_none(),
         "empty leaves are left out"
     );
+    // Every way of reading a page gives the same records: by position (no query), by scanning
+    // (a query that matches everything), a query on attachments (read before matching), sorted.
+    let page = |params: Vec<(&'static str, String)>| {
+        let url = reqwest::Url::parse_with_params(&data("/data/"), &params).unwrap();
+        let r = c.get(url).header("Authorization", format!("Token {alice}"));
+        async move { json_of(r.send().await.unwrap()).await.1 }
+    };
+    let exists = r#"{"_id":{"$exists":true}}"#.to_owned();
+    let by_position = page(vec![("start", "1".into()), ("limit", "2".into())]).await;
+    let scanned = page(vec![
+        ("start", "1".into()),
+        ("limit", "2".into()),
+        ("query", exists),
+    ])
+    .await;
+    for p in [&by_position, &scanned] {
+        assert_eq!(p["count"], 3, "{p}");
+        assert_eq!(p["results"], json!(recs[1..3]), "{p}");
+    }
+    let past_end = page(vec![("start", "3".into())]).await;
+    assert_eq!(
+        (past_end["count"].clone(), past_end["results"].clone()),
+        (json!(3), json!([]))
+    );
+    let with_photo = page(vec![(
+        "query",
+        r#"{"_attachments":{"$elemMatch":{"media_file_basename":"p1.jpg"}}}"#.into(),
+    )])
+    .await;
+    assert_eq!(with_photo["count"], 1, "{with_photo}");
+    assert_eq!(with_photo["results"], json!(recs[..1]));
+    let last_sorted = page(vec![
+        ("sort", r#"{"_id":-1}"#.into()),
+        ("start", "2".into()),
+        ("limit", "1".into()),
+    ])
+    .await;
+    assert_eq!(last_sorted["results"], json!(recs[..1]), "{last_sorted}");
+
     let file = c
         .get(recs[0]["_attachments"][0]["download_url"].as_str().unwrap())
         .header("Authorization", format!("Token {alice}"))
