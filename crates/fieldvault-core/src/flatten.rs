@@ -415,7 +415,6 @@ impl CsvLayout {
         only: Option<usize>,
         sink: &mut impl FnMut(usize, Vec<String>) -> Result<(), CoreError>,
     ) -> Result<(), CoreError> {
-        let tables = self.table_index();
         let mut row = Vec::new();
         if only.is_none_or(|t| t == 0) {
             row.push(meta.submission_date.clone());
@@ -440,6 +439,10 @@ impl CsvLayout {
             ]);
             sink(0, row)?;
         }
+        if only == Some(0) {
+            return Ok(());
+        }
+        let tables = self.table_index();
         let mut ctx = RepeatCtx {
             tables: &tables,
             only,
@@ -450,7 +453,9 @@ impl CsvLayout {
 
     /// Paths of the repeat tables, in [`Self::tables`] order (index 0 is the main table).
     fn table_index(&self) -> Vec<Vec<String>> {
-        self.tables().into_iter().map(|t| t.path).collect()
+        let mut out = vec![Vec::new()];
+        repeat_paths(&self.tree, &mut Vec::new(), &mut out);
+        out
     }
 }
 
@@ -537,6 +542,23 @@ fn header_of(nodes: &[LNode], prefix: &mut Vec<String>, paths: bool, out: &mut V
             LKind::Repeat(_) => out.push(format!("SET-OF-{}", n.name)),
         }
         prefix.pop();
+    }
+}
+
+/// The paths of the repeat tables in [`CsvLayout::tables`] order, without building headers
+/// (this runs once per submission).
+fn repeat_paths(nodes: &[LNode], path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    for n in nodes {
+        path.push(n.name.clone());
+        match &n.kind {
+            LKind::Repeat(c) => {
+                out.push(path.clone());
+                repeat_paths(c, path, out);
+            }
+            LKind::Group(c) => repeat_paths(c, path, out),
+            LKind::Leaf(_) => {}
+        }
+        path.pop();
     }
 }
 
@@ -696,6 +718,11 @@ impl<W: Write> TableWriter<W> {
     /// Writes one row.
     pub fn write_row(&mut self, row: &[String]) -> Result<(), std::io::Error> {
         self.inner.write_record(row).map_err(csv_io)
+    }
+
+    /// The underlying writer (what the CSV writer has flushed to it so far).
+    pub fn get_ref(&self) -> &W {
+        self.inner.get_ref()
     }
 
     /// Flushes and returns the underlying writer.

@@ -205,25 +205,38 @@ pub fn stream<T: Send + 'static>(
                 }
             }
         }
-        while left > 0 {
-            let page = match store
-                .submission_page(&PageQuery {
-                    form_id,
-                    deleted: sel.deleted,
-                    after,
-                    limit: PAGE,
-                    with_xml: true,
-                })
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
+        // The next page is read while this one is decrypted, so the store and the decrypting
+        // cores work at the same time.
+        let fetch = |after: Cursor| {
+            let store = store.clone();
+            let q = PageQuery {
+                form_id,
+                deleted: sel.deleted,
+                after,
+                limit: PAGE,
+                with_xml: true,
+            };
+            tokio::spawn(async move { store.submission_page(&q).await })
+        };
+        let mut next = (left > 0).then(|| fetch(after));
+        while let Some(pending) = next.take() {
+            let page = match pending.await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
                     let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(ServiceError::Internal(format!("page reader: {e}"))))
+                        .await;
                     return;
                 }
             };
             let Some(last) = page.last() else { break };
-            after = last.cursor();
+            if page.len() as i64 == PAGE {
+                next = Some(fetch(last.cursor()));
+            }
             let mut kept = Vec::new();
             for r in page {
                 if left == 0 {
@@ -238,6 +251,11 @@ pub fn stream<T: Send + 'static>(
                 }
                 left -= 1;
                 kept.push(r);
+            }
+            if left == 0
+                && let Some(unneeded) = next.take()
+            {
+                unneeded.abort();
             }
             let chunk = kept.len().div_ceil(workers).max(1);
             let mut jobs = Vec::new();

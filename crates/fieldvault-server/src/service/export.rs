@@ -198,13 +198,12 @@ where
         for row in rows {
             w.write_row(&row).map_err(io)?;
         }
-        // The csv writer buffers internally; take what it has written so far.
-        let buf = w.finish().map_err(io)?;
-        if buf.len() >= CHUNK {
+        // The csv writer buffers internally and flushes to the Vec as its buffer fills; hand on
+        // a chunk once enough has reached the Vec.
+        if w.get_ref().len() >= CHUNK {
+            let buf = w.finish().map_err(io)?;
             out(buf).await?;
             w = TableWriter::resume(Vec::with_capacity(CHUNK * 2));
-        } else {
-            w = TableWriter::resume(buf);
         }
     }
     let buf = w.finish().map_err(io)?;
