@@ -142,6 +142,15 @@ pub trait DataStore: Send + Sync {
     /// One keyset page of a form's submissions, newest first.
     async fn submission_page(&self, q: &PageQuery) -> Result<Vec<SubmissionRecord>, StoreError>;
 
+    /// The position of the `skip`-th live submission after `after` (newest first), `None` when
+    /// fewer remain: an offset is passed over in the live-rows index, without reading the rows.
+    async fn live_cursor_after(
+        &self,
+        form_id: i64,
+        after: Cursor,
+        skip: i64,
+    ) -> Result<Option<Cursor>, StoreError>;
+
     /// One submission by its first instanceID (deleted ones included).
     async fn submission_record(
         &self,

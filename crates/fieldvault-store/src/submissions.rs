@@ -105,6 +105,9 @@ pub struct SubmissionAttachmentRow {
     pub sha256: Option<Vec<u8>>,
 }
 
+/// Most ids bound into one `IN (…)` list.
+pub const MAX_IDS_PER_QUERY: usize = 500;
+
 /// Associated data for a submission version's sealed XML: its place, so a ciphertext copied to
 /// another row or form fails to open.
 pub fn xml_aad(project_id: i64, form_id: i64, instance_id: &str) -> Vec<u8> {
@@ -244,6 +247,13 @@ pub trait SubmissionStore: Send + Sync {
     async fn submission_attachments(
         &self,
         version_id: i64,
+    ) -> Result<Vec<SubmissionAttachmentRow>, StoreError>;
+
+    /// Attachment slots of several versions (a page of records) in one round trip per
+    /// [`MAX_IDS_PER_QUERY`] ids, ordered by version and name.
+    async fn attachments_of_versions(
+        &self,
+        version_ids: &[i64],
     ) -> Result<Vec<SubmissionAttachmentRow>, StoreError>;
 }
 

@@ -1690,6 +1690,51 @@ async fn submission_data(settings: StorageSettings) {
         .unwrap();
     assert_eq!(meta_only.len(), 5);
     assert!(meta_only.iter().all(|r| r.xml_sealed.is_empty()));
+    // Offsets: the cursor of the n-th live row after a position, as a page would reach it.
+    for n in 0..5 {
+        let at = store
+            .live_cursor_after(fi, Cursor::START, n as i64 + 1)
+            .await
+            .unwrap();
+        assert_eq!(at, Some(meta_only[n].cursor()), "row {n}");
+    }
+    let from_second = store
+        .live_cursor_after(fi, meta_only[1].cursor(), 2)
+        .await
+        .unwrap();
+    assert_eq!(from_second, Some(meta_only[3].cursor()));
+    assert_eq!(
+        store.live_cursor_after(fi, Cursor::START, 6).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .live_cursor_after(fi, meta_only[2].cursor(), 0)
+            .await
+            .unwrap(),
+        Some(meta_only[2].cursor())
+    );
+    // Attachment slots of several versions at once, by version.
+    let versions: Vec<i64> = seen.iter().map(|r| r.version_id).collect();
+    let slots = store.attachments_of_versions(&versions).await.unwrap();
+    let mut slot_versions: Vec<i64> = slots.iter().map(|a| a.version_id).collect();
+    assert!(slot_versions.is_sorted());
+    slot_versions.sort_unstable();
+    let mut want = versions.clone();
+    want.sort_unstable();
+    assert_eq!(slot_versions, want, "one expected photo per version");
+    let received: Vec<i64> = slots
+        .iter()
+        .filter(|a| a.blob_name.is_some())
+        .map(|a| a.version_id)
+        .collect();
+    assert_eq!(received, vec![one.version_id]);
+    assert!(store.attachments_of_versions(&[]).await.unwrap().is_empty());
+    let many: Vec<i64> = (0..1200)
+        .map(|i| one.version_id + 10_000 + i)
+        .chain([one.version_id])
+        .collect();
+    assert_eq!(store.attachments_of_versions(&many).await.unwrap().len(), 1);
 
     // Review states.
     let two = store
@@ -1751,6 +1796,19 @@ async fn submission_data(settings: StorageSettings) {
     let trash = store.submission_page(&page(Deleted::Only)).await.unwrap();
     assert_eq!(trash.len(), 1);
     assert_eq!(trash[0].instance_id, "uuid:1");
+    // A deleted row takes no place in an offset: the 4th live row is the oldest, the 5th none.
+    let live = store
+        .submission_page(&page(Deleted::Exclude))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.live_cursor_after(fi, Cursor::START, 4).await.unwrap(),
+        Some(live[3].cursor())
+    );
+    assert_eq!(
+        store.live_cursor_after(fi, Cursor::START, 5).await.unwrap(),
+        None
+    );
     assert_eq!(
         store
             .submission_page(&page(Deleted::Include))

@@ -173,8 +173,21 @@ pub fn stream<T: Send + 'static>(
         let mut after = sel.after;
         let mut skip = sel.skip;
         let mut left = sel.take.unwrap_or(u64::MAX);
-        // Rows before the offset are passed over on their metadata alone: their sealed XML is
-        // never read, so a deep page costs an index walk, not a read of every row before it.
+        // Rows before the offset are passed over without reading their sealed XML: without a
+        // filter in the live-rows index alone, with one on their metadata.
+        if skip > 0 && sel.filter.is_none() && sel.deleted == Deleted::Exclude {
+            match store
+                .live_cursor_after(form_id, after, i64::try_from(skip).unwrap_or(i64::MAX))
+                .await
+            {
+                Ok(Some(c)) => (after, skip) = (c, 0),
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+        }
         while skip > 0 && left > 0 {
             let page = match store
                 .submission_page(&PageQuery {

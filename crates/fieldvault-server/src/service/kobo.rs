@@ -7,6 +7,8 @@
 //! decrypts and flattens submissions batch by batch ([`Scan`]); a filter is evaluated on the flat
 //! JSON (`core::kobo_query`), so memory holds one batch and one page whatever the form's size.
 
+use std::collections::HashMap;
+
 use fieldvault_core::flatten::{self, Typing};
 use fieldvault_core::kobo_query::{Query, Sort};
 use fieldvault_core::schema::{FormSchema, parse_schema};
@@ -14,7 +16,8 @@ use fieldvault_core::{Actor, CoreError, Resource, Scopes, Verb, authorize};
 use fieldvault_crypto::{Key256, SecretString, mac, random};
 use fieldvault_store::submissions::xml_aad;
 use fieldvault_store::{
-    ApiTokenRow, FormDefRow, FormRow, KoboRecord, NewSubmission, ProjectRow, StoreError, UserRow,
+    ApiTokenRow, FormDefRow, FormRow, KoboRecord, NewSubmission, ProjectRow, StoreError,
+    SubmissionAttachmentRow, UserRow,
 };
 use serde_json::{Map, Value, json};
 use sha2::Digest as _;
@@ -355,32 +358,68 @@ impl Flattener {
     }
 
     async fn attachments(&self, app: &App, rec: &KoboRecord) -> Result<Value, ServiceError> {
-        if !self.has_files && !rec.encrypted {
+        if !self.needs_attachments(rec) {
             return Ok(json!([]));
         }
-        let mut list = Vec::new();
-        for a in app.store.submission_attachments(rec.version_id).await? {
-            if a.blob_name.is_none() {
-                continue;
-            }
-            let url = format!("{}/{}/attachments/{}/", self.data_url, rec.id, a.id);
-            let root = rec
-                .root_instance_id
-                .strip_prefix("uuid:")
-                .unwrap_or(&rec.root_instance_id);
-            list.push(json!({
-                "download_url": url,
-                "download_large_url": format!("{url}large/"),
-                "download_medium_url": format!("{url}medium/"),
-                "download_small_url": format!("{url}small/"),
-                "mimetype": a.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
-                "filename": format!("attachments/{}/{root}/{}", self.asset_uid, a.name),
-                "media_file_basename": a.name,
-                "uid": format!("att{}", a.id),
-                "is_deleted": false,
-            }));
+        let rows = app.store.submission_attachments(rec.version_id).await?;
+        Ok(self.attachment_list(rec, &rows))
+    }
+
+    fn needs_attachments(&self, rec: &KoboRecord) -> bool {
+        self.has_files || rec.encrypted
+    }
+
+    /// Fills in `_attachments` of a page of documents with one store query for the page.
+    pub async fn attach_page(
+        &self,
+        app: &App,
+        page: &mut [(Map<String, Value>, KoboRecord)],
+    ) -> Result<(), ServiceError> {
+        let ids: Vec<i64> = page
+            .iter()
+            .filter(|(_, r)| self.needs_attachments(r))
+            .map(|(_, r)| r.version_id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
         }
-        Ok(Value::Array(list))
+        let mut by_version: HashMap<i64, Vec<SubmissionAttachmentRow>> = HashMap::new();
+        for a in app.store.attachments_of_versions(&ids).await? {
+            by_version.entry(a.version_id).or_default().push(a);
+        }
+        for (doc, rec) in page.iter_mut() {
+            if let Some(rows) = by_version.get(&rec.version_id) {
+                doc.insert("_attachments".into(), self.attachment_list(rec, rows));
+            }
+        }
+        Ok(())
+    }
+
+    /// KoboToolbox's `_attachments` list from a version's attachment rows (received files only).
+    fn attachment_list(&self, rec: &KoboRecord, rows: &[SubmissionAttachmentRow]) -> Value {
+        let root = rec
+            .root_instance_id
+            .strip_prefix("uuid:")
+            .unwrap_or(&rec.root_instance_id);
+        let list = rows
+            .iter()
+            .filter(|a| a.blob_name.is_some())
+            .map(|a| {
+                let url = format!("{}/{}/attachments/{}/", self.data_url, rec.id, a.id);
+                json!({
+                    "download_url": url,
+                    "download_large_url": format!("{url}large/"),
+                    "download_medium_url": format!("{url}medium/"),
+                    "download_small_url": format!("{url}small/"),
+                    "mimetype": a.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+                    "filename": format!("attachments/{}/{root}/{}", self.asset_uid, a.name),
+                    "media_file_basename": a.name,
+                    "uid": format!("att{}", a.id),
+                    "is_deleted": false,
+                })
+            })
+            .collect();
+        Value::Array(list)
     }
 }
 
@@ -502,20 +541,26 @@ pub async fn data(
                 i64::try_from(req.limit).unwrap_or(MAX_LIMIT as i64),
             )
             .await?;
-        let mut results = Vec::with_capacity(recs.len());
-        for rec in &recs {
-            results.push(project(flat.flat(app, rec).await?, fields));
+        let mut page = Vec::with_capacity(recs.len());
+        for mut rec in recs {
+            let doc = flat.doc(&rec)?;
+            rec.xml_sealed = Vec::new();
+            page.push((doc, rec));
         }
-        return Ok(DataPage {
-            count: usize::try_from(total).unwrap_or(0),
-            results,
-        });
+        return finish_page(
+            app,
+            &flat,
+            page,
+            false,
+            fields,
+            usize::try_from(total).unwrap_or(0),
+        )
+        .await;
     }
     let early = req.query.mentions("_attachments") || req.sort.mentions("_attachments");
     let mut scan = Scan::new(&asset);
     let mut count = 0usize;
-    let mut results = Vec::new();
-    let mut sorted: Vec<(Map<String, Value>, KoboRecord)> = Vec::new();
+    let mut page: Vec<(Map<String, Value>, KoboRecord)> = Vec::new();
     while let Some(batch) = scan.next(app).await? {
         for mut rec in batch {
             let mut doc = flat.doc(&rec)?;
@@ -525,39 +570,50 @@ pub async fn data(
             if !req.query.matches(&doc) {
                 continue;
             }
-            if by_id {
-                if count >= req.start && results.len() < req.limit {
-                    if !early {
-                        flat.attach(app, &rec, &mut doc).await?;
-                    }
-                    results.push(project(doc, fields));
-                }
-            } else {
-                if sorted.len() >= MAX_SORTED {
-                    return Err(ServiceError::Invalid {
-                        code: "kobo.sort_too_large",
-                        message: format!(
-                            "sort orders at most {MAX_SORTED} matching submissions; narrow the query"
-                        ),
-                    });
-                }
-                // Only metadata is kept for the page's attachment lists.
-                rec.xml_sealed = Vec::new();
-                sorted.push((doc, rec));
-            }
             count += 1;
+            if by_id && (count <= req.start || page.len() >= req.limit) {
+                continue;
+            }
+            if !by_id && page.len() >= MAX_SORTED {
+                return Err(ServiceError::Invalid {
+                    code: "kobo.sort_too_large",
+                    message: format!(
+                        "sort orders at most {MAX_SORTED} matching submissions; narrow the query"
+                    ),
+                });
+            }
+            // Only metadata is kept for the page's attachment lists.
+            rec.xml_sealed = Vec::new();
+            page.push((doc, rec));
         }
     }
     if !by_id {
-        sorted.sort_by(|a, b| req.sort.compare(&a.0, &b.0));
-        for (mut doc, rec) in sorted.into_iter().skip(req.start).take(req.limit) {
-            if !early {
-                flat.attach(app, &rec, &mut doc).await?;
-            }
-            results.push(project(doc, fields));
-        }
+        page.sort_by(|a, b| req.sort.compare(&a.0, &b.0));
+        page = page.into_iter().skip(req.start).take(req.limit).collect();
     }
-    Ok(DataPage { count, results })
+    finish_page(app, &flat, page, early, fields, count).await
+}
+
+/// Attaches the page's attachment lists (unless they were read before matching) and keeps the
+/// requested fields.
+async fn finish_page(
+    app: &App,
+    flat: &Flattener,
+    mut page: Vec<(Map<String, Value>, KoboRecord)>,
+    attached: bool,
+    fields: Option<&[String]>,
+    count: usize,
+) -> Result<DataPage, ServiceError> {
+    if !attached {
+        flat.attach_page(app, &mut page).await?;
+    }
+    Ok(DataPage {
+        count,
+        results: page
+            .into_iter()
+            .map(|(doc, _)| project(doc, fields))
+            .collect(),
+    })
 }
 
 /// Keeps `fields` plus `_id`, `_uuid`, `meta/rootUuid` and `_validation_status` (`{}` unless

@@ -72,6 +72,30 @@ macro_rules! data_store_impl {
                 Ok(rows)
             }
 
+            async fn live_cursor_after(
+                &self,
+                form_id: i64,
+                after: $crate::Cursor,
+                skip: i64,
+            ) -> Result<Option<$crate::Cursor>, $crate::StoreError> {
+                if skip < 1 {
+                    return Ok(Some(after));
+                }
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT created_at, id FROM submissions \
+                     WHERE form_id = $1 AND deleted_at IS NULL \
+                     AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
+                     ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET $4",
+                )
+                .bind(form_id)
+                .bind(after.created_at)
+                .bind(after.id)
+                .bind(skip - 1)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(created_at, id)| $crate::Cursor { created_at, id }))
+            }
+
             async fn submission_record(
                 &self,
                 form_id: i64,

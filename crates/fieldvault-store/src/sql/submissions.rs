@@ -328,6 +328,31 @@ macro_rules! submission_store_impl {
                 .fetch_all(&self.pool)
                 .await?)
             }
+
+            async fn attachments_of_versions(
+                &self,
+                version_ids: &[i64],
+            ) -> Result<Vec<$crate::SubmissionAttachmentRow>, $crate::StoreError> {
+                let mut out = Vec::new();
+                for ids in version_ids.chunks($crate::submissions::MAX_IDS_PER_QUERY) {
+                    let list = (1..=ids.len())
+                        .map(|i| format!("${i}"))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let sql = format!(
+                        "SELECT id, version_id, name, content_type, blob_name, size, sha256 \
+                         FROM submission_attachments WHERE version_id IN ({list}) \
+                         ORDER BY version_id, name"
+                    );
+                    // Only placeholders are formatted in; every id is bound.
+                    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                    for id in ids {
+                        q = q.bind(*id);
+                    }
+                    out.extend(q.fetch_all(&self.pool).await?);
+                }
+                Ok(out)
+            }
         }
     };
 }
