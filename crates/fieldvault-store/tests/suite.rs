@@ -1691,12 +1691,12 @@ async fn submission_data(settings: StorageSettings) {
     assert_eq!(meta_only.len(), 5);
     assert!(meta_only.iter().all(|r| r.xml_sealed.is_empty()));
     // Offsets: the cursor of the n-th live row after a position, as a page would reach it.
-    for n in 0..5 {
+    for (n, row) in meta_only.iter().enumerate() {
         let at = store
             .live_cursor_after(fi, Cursor::START, n as i64 + 1)
             .await
             .unwrap();
-        assert_eq!(at, Some(meta_only[n].cursor()), "row {n}");
+        assert_eq!(at, Some(row.cursor()), "row {n}");
     }
     let from_second = store
         .live_cursor_after(fi, meta_only[1].cursor(), 2)
