@@ -255,11 +255,8 @@ pub fn stream<T: Send + 'static>(
                 if left == 0 {
                     break;
                 }
+                // The offset was passed over above, so every passing row is produced.
                 if !passes(sel.filter.as_deref(), &r, now) {
-                    continue;
-                }
-                if skip > 0 {
-                    skip -= 1;
                     continue;
                 }
                 left -= 1;
