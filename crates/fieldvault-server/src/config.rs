@@ -251,6 +251,12 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "File holding the backup key (base64 of 32 bytes, mode 0600), created by `fieldvault backup keygen`. Keep it apart from the master key and escrow a copy off-site: a backup opens only with both. Required when `backup.target` is set.",
     },
     OptionDoc {
+        key: "backup.journal_interval",
+        default: "30",
+        secret: false,
+        doc: "Embedded store: seconds between shipments of the change journal (every committed change, encrypted) to `backup.target`, 1 to 60. Point-in-time recovery reaches up to the last shipment; a change is never more than this old when the target gets it.",
+    },
+    OptionDoc {
         key: "backup.keep_daily",
         default: "7",
         secret: false,
@@ -433,6 +439,8 @@ pub struct Config {
     pub backup_key_file: Option<PathBuf>,
     #[allow(missing_docs)]
     pub backup_keep: [usize; 3],
+    /// Seconds between change-journal shipments (embedded store), 1..=60.
+    pub backup_journal_interval: u64,
     #[allow(missing_docs)]
     pub allow_plaintext_to_encrypted_forms: bool,
     /// Hours an export file stays downloadable.
@@ -504,6 +512,7 @@ impl Default for Config {
             backup_target: None,
             backup_key_file: None,
             backup_keep: [7, 4, 6],
+            backup_journal_interval: 30,
             allow_plaintext_to_encrypted_forms: false,
             purge_after_days: 30,
             purge_interval_secs: 3600,
@@ -685,6 +694,13 @@ impl Config {
                 self.backup_target = opt_string(v);
             }
             "backup.key_file" => self.backup_key_file = opt_path(v),
+            "backup.journal_interval" => {
+                let n: u64 = parse_num(v)?;
+                if !(1..=60).contains(&n) {
+                    return Err("must be 1 to 60 (seconds)".into());
+                }
+                self.backup_journal_interval = n;
+            }
             "backup.keep_daily" | "backup.keep_weekly" | "backup.keep_monthly" => {
                 let n: usize = parse_num(v)?;
                 if n > 1000 {
@@ -925,6 +941,7 @@ impl Config {
             "intake.journal_max_bytes" => self.intake_journal_max_bytes.to_string(),
             "backup.target" => opt(&self.backup_target),
             "backup.key_file" => path(&self.backup_key_file),
+            "backup.journal_interval" => self.backup_journal_interval.to_string(),
             "backup.keep_daily" => self.backup_keep[0].to_string(),
             "backup.keep_weekly" => self.backup_keep[1].to_string(),
             "backup.keep_monthly" => self.backup_keep[2].to_string(),

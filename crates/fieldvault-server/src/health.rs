@@ -157,6 +157,18 @@ pub async fn metrics(State(app): State<App>) -> Response {
             },
         ),
         (
+            "fieldvault_journal_last_ship_timestamp_seconds",
+            "Embedded store: Unix time the change journal was last shipped to the backup target \
+             complete (0: not since start). Point-in-time recovery reaches up to about then.",
+            backup.journal_shipped_at.unwrap_or(0) as f64,
+        ),
+        (
+            "fieldvault_journal_ship_failures_total",
+            "Failed attempts to ship the change journal (counter); the journal waits in the \
+             database and goes with the next attempt.",
+            backup.journal_failures as f64,
+        ),
+        (
             "fieldvault_uptime_seconds",
             "Seconds since this instance started.",
             uptime,

@@ -66,6 +66,10 @@ impl BackupKey {
         Ok(Self(key))
     }
 
+    pub(crate) fn key(&self) -> &Key256 {
+        &self.0
+    }
+
     /// A public fingerprint (recorded in each manifest; tells which key a backup needs).
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
@@ -109,6 +113,11 @@ pub struct Manifest {
     pub blobs: BTreeMap<String, ObjectRef>,
     /// Row counts at backup time.
     pub counts: BTreeMap<String, i64>,
+    /// Embedded store: Unix milliseconds by which the database copy was complete (its state is
+    /// that of an instant between `created_at` and this). Point-in-time recovery starts from the
+    /// newest copy complete by its target time.
+    #[serde(default)]
+    pub snapshot_at: Option<i64>,
 }
 
 /// Counts as a name → value map (the manifest's form).
@@ -130,7 +139,7 @@ fn sha_hex(data: &[u8]) -> String {
     fieldvault_crypto::random::to_hex(&Sha256::digest(data))
 }
 
-fn aad(object: &str) -> Vec<u8> {
+pub(crate) fn aad(object: &str) -> Vec<u8> {
     format!("fieldvault-backup:{object}").into_bytes()
 }
 
@@ -203,7 +212,7 @@ pub struct Created {
     pub blobs_copied: u64,
 }
 
-async fn put(
+pub(crate) async fn put(
     target: &BlobStore,
     key: &BackupKey,
     object: &str,
@@ -227,12 +236,14 @@ pub async fn create(
     let created_at = crate::now_ms();
     let id = new_id(created_at)?;
     let dump = source.scratch.join(format!("database-{id}"));
+    let mut snapshot_at = None;
     let backend = match &source.database {
         DatabaseSource::Sqlite(master) => {
             let s = crate::open::open_embedded(source.data_dir, master).await?;
             let r = s.snapshot_into(&dump).await;
             crate::Store::close(&s).await;
             r?;
+            snapshot_at = Some(crate::now_ms());
             "sqlite"
         }
         DatabaseSource::Postgres(url) => {
@@ -310,6 +321,7 @@ pub async fn create(
         files,
         blobs,
         counts,
+        snapshot_at,
     };
     let json = serde_json::to_vec(&manifest).map_err(|e| StoreError::Backend(e.to_string()))?;
     let object = format!("backups/{id}/manifest");
@@ -361,7 +373,7 @@ pub async fn manifest(
     serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(format!("{object}: {e}")))
 }
 
-fn damaged(object: &str, e: StoreError) -> StoreError {
+pub(crate) fn damaged(object: &str, e: StoreError) -> StoreError {
     match e {
         StoreError::NotFound => StoreError::Corrupt(format!("{object} is missing from the target")),
         StoreError::Corrupt(why) => StoreError::Corrupt(format!(
@@ -386,7 +398,11 @@ pub async fn list(target: &BlobStore) -> Result<Vec<String>, StoreError> {
 }
 
 /// Reads and checks one object: it opens with the backup key and has the recorded hash.
-async fn fetch(target: &BlobStore, key: &BackupKey, r: &ObjectRef) -> Result<Vec<u8>, StoreError> {
+pub(crate) async fn fetch(
+    target: &BlobStore,
+    key: &BackupKey,
+    r: &ObjectRef,
+) -> Result<Vec<u8>, StoreError> {
     let data = target
         .get_bytes(&key.0, &r.object, &aad(&r.object))
         .await
@@ -455,6 +471,7 @@ pub async fn restore(
             std::fs::create_dir_all(dir).map_err(io)?;
             set_mode(dir, 0o700)?;
             write_file(&dir.join(crate::open::DATABASE_FILE), &db)?;
+            write_file(&dir.join(crate::open::JOURNAL_RESET_FILE), b"")?;
             for (name, r) in &m.files {
                 if !matches!(
                     name.as_str(),
@@ -646,8 +663,10 @@ pub fn expired(ids: &[String], daily: usize, weekly: usize, monthly: usize) -> V
         .collect()
 }
 
-/// Deletes expired backups and the blob objects no remaining backup names. Returns the ids
-/// deleted.
+/// Deletes expired backups, the journal segments older than the oldest backup kept (a restore
+/// never starts before it), and the blob objects they named that no remaining backup or
+/// segment names. Only those: an object no manifest or segment names yet may be one the
+/// journal shipper has just copied and is about to name. Returns the ids deleted.
 pub async fn prune(
     target: &BlobStore,
     key: &BackupKey,
@@ -655,12 +674,36 @@ pub async fn prune(
     weekly: usize,
     monthly: usize,
 ) -> Result<Vec<String>, StoreError> {
+    /// Segments this much older than the oldest backup are kept too: a transaction that began
+    /// before the copy and committed after it has entries timed before the copy.
+    const SEGMENT_MARGIN_MS: i64 = 3_600_000;
     let ids = list(target).await?;
     let gone = expired(&ids, daily, weekly, monthly);
-    if gone.is_empty() {
+    let oldest_kept = ids
+        .iter()
+        .filter(|i| !gone.contains(i))
+        .filter_map(|i| id_time(i))
+        .min();
+    let (old_segments, segments): (Vec<_>, Vec<_>) = crate::pitr::all_segments(target)
+        .await?
+        .into_iter()
+        .partition(|s| oldest_kept.is_some_and(|t| s.last_ms < t - SEGMENT_MARGIN_MS));
+    if gone.is_empty() && old_segments.is_empty() {
         return Ok(gone);
     }
-    let mut referenced = BTreeSet::new();
+    let mut referenced = crate::pitr::segment_blobs(target, key, &segments)
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("pruning stopped: {e}")))?;
+    let mut candidates = crate::pitr::segment_blobs(target, key, &old_segments)
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("pruning stopped: {e}")))?;
+    for id in &gone {
+        // One that cannot be read names nothing here: its blobs stay (nothing is deleted on
+        // doubt).
+        if let Ok(m) = manifest(target, key, id).await {
+            candidates.extend(m.blobs.into_values().map(|r| r.object));
+        }
+    }
     for id in ids.iter().filter(|i| !gone.contains(i)) {
         // A kept backup that cannot be read keeps every blob (nothing is deleted on doubt).
         match manifest(target, key, id).await {
@@ -677,10 +720,11 @@ pub async fn prune(
             target.delete(&name).await?;
         }
     }
-    for name in target.list("blobs").await? {
-        if !referenced.contains(&name) {
-            target.delete(&name).await?;
-        }
+    for s in &old_segments {
+        target.delete(&s.object).await?;
+    }
+    for name in candidates.difference(&referenced) {
+        target.delete(name).await?;
     }
     Ok(gone)
 }

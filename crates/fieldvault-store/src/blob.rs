@@ -289,6 +289,15 @@ impl BlobStore {
         Ok(self.inner.get(&self.path(name)?).await?.bytes().await?)
     }
 
+    /// Whether an object of that name is stored.
+    pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        match self.inner.head(&self.path(name)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Overwrites the raw stored bytes (restores, and tests that simulate tampering).
     pub async fn put_raw(&self, name: &str, data: Bytes) -> Result<(), StoreError> {
         self.inner

@@ -10,6 +10,7 @@
 pub mod audit_chain;
 pub mod backup;
 pub mod blob;
+pub mod change_journal;
 pub mod data;
 pub mod error;
 pub mod forms;
@@ -23,8 +24,10 @@ pub mod limits;
 pub mod model;
 pub mod open;
 mod pg_intake;
+pub mod pitr;
 pub mod postgres;
 pub mod project_keys;
+pub mod project_recovery;
 mod sql;
 pub mod sqlite;
 pub mod submissions;

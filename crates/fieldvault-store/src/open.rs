@@ -40,6 +40,10 @@ const NEXT_SALT_FILE: &str = "master.salt.new";
 pub const KEYRING_FILE: &str = "keyring.json";
 /// The embedded database.
 pub const DATABASE_FILE: &str = "fieldvault.db";
+/// Left by a restore in the data directory: the restored database's change-journal timeline is
+/// the original's, which the original server may still be shipping, so the next start ends it
+/// and begins a new one (`change_journal`).
+pub const JOURNAL_RESET_FILE: &str = "journal-reset";
 const LOCK_FILE: &str = "fieldvault.lock";
 const DB_KEY_AAD: &[u8] = b"sqlcipher-database-key";
 
@@ -212,6 +216,12 @@ fn lock_data_dir(dir: &Path, exclusive: bool) -> Result<std::fs::File, StoreErro
     Ok(f)
 }
 
+/// The master key of `settings`, which must exist already (a passphrase's salt is read from
+/// the data directory, where a restore has put it).
+pub fn existing_master_key(settings: &StorageSettings) -> Result<MasterKey, StoreError> {
+    load_master(settings, false).map(|(k, _)| k)
+}
+
 fn load_master(
     settings: &StorageSettings,
     may_create: bool,
@@ -280,6 +290,12 @@ fn load_or_create_salt(path: &Path, may_create: bool) -> Result<Vec<u8>, StoreEr
 pub async fn open_embedded(dir: &Path, master: &MasterKey) -> Result<SqliteStore, StoreError> {
     let key = database_key(dir, master, false)?;
     SqliteStore::open(&dir.join(DATABASE_FILE), &key, false, 1).await
+}
+
+/// The SQLCipher key of the embedded database in `dir` (to attach a restored copy to the live
+/// database, which needs the copy's key).
+pub fn embedded_database_key(dir: &Path, master: &MasterKey) -> Result<Key256, StoreError> {
+    database_key(dir, master, false)
 }
 
 fn database_key(dir: &Path, master: &MasterKey, create: bool) -> Result<Key256, StoreError> {

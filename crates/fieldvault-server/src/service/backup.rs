@@ -24,6 +24,10 @@ pub struct BackupStatus {
     pub last_failure: Option<i64>,
     /// Result of the check of the last backup taken by this instance.
     pub last_check_ok: Option<bool>,
+    /// Unix seconds of the last time the change journal was shipped complete (embedded store).
+    pub journal_shipped_at: Option<i64>,
+    /// Failed shipping attempts since start.
+    pub journal_failures: u64,
 }
 
 /// Shared, updated by the scheduler.
@@ -355,4 +359,205 @@ async fn maybe_backup(
         s.last_check_ok = Some(checked.is_ok());
     }
     Ok(())
+}
+
+/// How often the change journal writes a mark (the granularity of point-in-time recovery).
+const MARK_EVERY: Duration = Duration::from_secs(1);
+
+/// Turns the embedded store's change journal on and keeps it flowing to the backup target (then
+/// starts the daily schedule; PostgreSQL deployments start it directly):
+/// a mark every second while there are changes, a shipment every `backup.journal_interval`
+/// seconds (at most 60). When the journal starts a new timeline (first start with a target, or
+/// a restored database) there is nothing to replay it onto yet, so a backup is taken at once.
+///
+/// Runs on a connection pool of its own, so a slow target never holds up a request.
+pub fn spawn_change_journal(
+    config: std::sync::Arc<Config>,
+    store: std::sync::Arc<dyn Store>,
+    blobs: BlobStore,
+    keyring: std::sync::Arc<Keyring>,
+    status: SharedStatus,
+) -> Option<JournalHandle> {
+    if config.backup_target.is_none() || config.database_url.is_some() {
+        return None;
+    }
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let db = loop {
+            let started = tokio::select! {
+                r = start_journal(&config, store.as_ref(), &blobs, &keyring, &status) => r,
+                _ = stopped.changed() => return,
+            };
+            match started {
+                Ok(db) => break db,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the change journal; retrying in a minute");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                        _ = stopped.changed() => return,
+                    }
+                }
+            }
+        };
+        // After the journal's first backup, so the two never race to take the same one.
+        spawn_scheduler(
+            config.clone(),
+            store.clone(),
+            blobs.clone(),
+            keyring.clone(),
+            status.clone(),
+        );
+        match (configured_target(&config), key(&config)) {
+            (Ok(t), Ok(k)) => {
+                let mut shipper = fieldvault_store::pitr::Shipper::new(t, k);
+                run_journal(&config, &db, &mut shipper, &blobs, &status, &mut stopped).await;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "the change journal cannot be shipped");
+            }
+        }
+        db.close().await;
+    });
+    Some(JournalHandle { stop, task })
+}
+
+/// The running change journal; [`JournalHandle::finish`] ships what is left and closes it.
+pub struct JournalHandle {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JournalHandle {
+    /// Marks and ships the journal one last time and closes its database connection (a
+    /// connection left running while the process exits can be cut off mid-statement). Waits
+    /// at most 30 s; what is not shipped then stays in the database for the next start.
+    pub async fn finish(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the change journal did not finish shipping within 30 s");
+        }
+    }
+}
+
+async fn run_journal(
+    config: &Config,
+    db: &fieldvault_store::sqlite::SqliteStore,
+    shipper: &mut fieldvault_store::pitr::Shipper,
+    blobs: &BlobStore,
+    status: &SharedStatus,
+    stopped: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(config.backup_journal_interval);
+    let mut last_ship = std::time::Instant::now();
+    loop {
+        let last = tokio::select! {
+            _ = tokio::time::sleep(MARK_EVERY) => false,
+            _ = stopped.changed() => true,
+        };
+        if let Err(e) = db.journal_mark().await {
+            tracing::warn!(error = %e, "cannot write a change-journal mark");
+            if last {
+                return;
+            }
+            continue;
+        }
+        if !last && last_ship.elapsed() < every {
+            continue;
+        }
+        last_ship = std::time::Instant::now();
+        match shipper.ship(db, blobs).await {
+            Ok(done) => {
+                if done.segments > 0 {
+                    tracing::debug!(
+                        segments = done.segments,
+                        entries = done.entries,
+                        blobs_copied = done.blobs_copied,
+                        "change journal shipped"
+                    );
+                }
+                if let Ok(mut s) = status.lock() {
+                    s.journal_shipped_at = Some(fieldvault_store::now_ms() / 1000);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "shipping the change journal failed; it waits in the database");
+                if let Ok(mut s) = status.lock() {
+                    s.journal_failures += 1;
+                }
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+async fn start_journal(
+    config: &Config,
+    store: &dyn Store,
+    blobs: &BlobStore,
+    keyring: &Keyring,
+    status: &SharedStatus,
+) -> Result<fieldvault_store::sqlite::SqliteStore, ServiceError> {
+    let db = fieldvault_store::open::open_embedded(&config.data_dir, keyring.master()).await?;
+    end_restored_timeline(&db, config).await?;
+    let before = db.journal_position().await?;
+    let now = db.journal_enable().await?;
+    tracing::info!(timeline = %now.timeline, "change journal on (point-in-time recovery)");
+    if before.timeline != now.timeline {
+        let actor = Actor::Operator {
+            os_user: "scheduler".into(),
+        };
+        let (created, _) = take(&actor, config, store, blobs, keyring).await?;
+        tracing::info!(backup = %created.manifest.id, "a new journal timeline starts from this backup");
+        if let Ok(mut s) = status.lock() {
+            s.last_success = Some(fieldvault_store::now_ms() / 1000);
+        }
+    }
+    Ok(db)
+}
+
+/// Embedded store without a backup target: the journal is switched off (its triggers dropped,
+/// unshipped rows deleted), since nothing would ever ship and empty it.
+pub async fn stop_change_journal(config: &Config, keyring: &Keyring) -> Result<(), ServiceError> {
+    if config.backup_target.is_some() || config.database_url.is_some() {
+        return Ok(());
+    }
+    let db = fieldvault_store::open::open_embedded(&config.data_dir, keyring.master()).await?;
+    let r = db.journal_disable().await;
+    db.close().await;
+    r?;
+    end_restored_timeline_marker(config)
+}
+
+/// A restored database carries the timeline of the one it was copied from: end it here.
+async fn end_restored_timeline(
+    db: &fieldvault_store::sqlite::SqliteStore,
+    config: &Config,
+) -> Result<(), ServiceError> {
+    if config
+        .data_dir
+        .join(fieldvault_store::open::JOURNAL_RESET_FILE)
+        .exists()
+    {
+        db.journal_disable().await?;
+        tracing::info!("restored database: its change journal starts a new timeline");
+    }
+    end_restored_timeline_marker(config)
+}
+
+fn end_restored_timeline_marker(config: &Config) -> Result<(), ServiceError> {
+    match std::fs::remove_file(
+        config
+            .data_dir
+            .join(fieldvault_store::open::JOURNAL_RESET_FILE),
+    ) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ServiceError::Internal(format!(
+            "cannot remove the journal-reset marker: {e}"
+        ))),
+        _ => Ok(()),
+    }
 }

@@ -105,7 +105,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Command::Backup(args) => {
                     backup::run(args, config, cli.master_passphrase_stdin).await
                 }
-                Command::Restore(args) => backup::restore(args, config).await,
+                Command::Restore(args) => {
+                    backup::restore(args, config, cli.master_passphrase_stdin).await
+                }
                 Command::Tls(_)
                 | Command::Pull(_)
                 | Command::Keygen(_)

@@ -43,8 +43,10 @@ pub async fn run(_args: &Args, config: Arc<Config>, passphrase_stdin: bool) -> a
         "storage ready"
     );
     let app = App::new(config.clone(), &opened)?;
-    match &config.backup_target {
+    let journal = match &config.backup_target {
         None => {
+            fieldvault_server::service::backup::stop_change_journal(&config, &opened.keyring)
+                .await?;
             tracing::warn!(
                 "no backup target: this server keeps no backups; set backup.target and \
                  backup.key_file (see docs/operations/backup-and-restore.md)"
@@ -53,21 +55,37 @@ pub async fn run(_args: &Args, config: Arc<Config>, passphrase_stdin: bool) -> a
                 "WARNING: no backups are configured. Set backup.target (file:///path or \
                  s3://bucket/prefix) and backup.key_file."
             );
+            None
         }
-        Some(_) => fieldvault_server::service::backup::spawn_scheduler(
-            config.clone(),
-            opened.store.clone(),
-            opened.blobs.clone(),
-            opened.keyring.clone(),
-            app.backup.clone(),
-        ),
-    }
+        Some(_) if config.database_url.is_none() => {
+            fieldvault_server::service::backup::spawn_change_journal(
+                config.clone(),
+                opened.store.clone(),
+                opened.blobs.clone(),
+                opened.keyring.clone(),
+                app.backup.clone(),
+            )
+        }
+        Some(_) => {
+            fieldvault_server::service::backup::spawn_scheduler(
+                config.clone(),
+                opened.store.clone(),
+                opened.blobs.clone(),
+                opened.keyring.clone(),
+                app.backup.clone(),
+            );
+            None
+        }
+    };
     let store = opened.store.clone();
     serve::run(app, serve::shutdown_signal(), move |addr| {
         eprintln!("Fieldvault listening on {scheme}://{addr}");
     })
     .await
     .map_err(anyhow::Error::msg)?;
+    if let Some(j) = journal {
+        j.finish().await;
+    }
     store.close().await;
     drop(opened.lock);
     eprintln!("Fieldvault stopped.");

@@ -23,6 +23,7 @@ mod odk_cli;
 mod openrosa;
 mod passwords;
 mod pitr;
+mod pitr_embedded;
 mod project_key;
 mod serve;
 mod signup;

@@ -1,0 +1,368 @@
+//! Point-in-time recovery of the embedded store (issue #8, items 4 and 5): the change journal
+//! shipped to a backup target while the server runs; batch A, note the time, batch B (and a
+//! deletion), then
+//! - the whole database restored to that time into a new data directory → only batch A;
+//! - one project restored to that time into the running server while submissions keep arriving
+//!   in another → that project holds batch A again, the other lost nothing.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::degraded::{photo_bytes, post, project, stored};
+use crate::harness::{PASSWORD, Server, client, cmd, create_user, run};
+
+const MASTER: &str = "3q2+7wABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhs=";
+
+fn ids(prefix: &str, n: usize) -> BTreeSet<String> {
+    (0..n).map(|i| format!("uuid:{prefix}-{i}")).collect()
+}
+
+fn fv(dir: &Path, env: &[(String, String)], args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut c = cmd(dir);
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(c, stdin)
+}
+
+/// A server with a directory backup target, its key, the journal shipped every second and an
+/// inline master key (so a restore into a new directory opens with it).
+struct Setup {
+    dir: tempfile::TempDir,
+    target: String,
+    env: Vec<(String, String)>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("backup.key");
+    let (ok, _, err) = fv(
+        dir.path(),
+        &[],
+        &["backup", "keygen", key.to_str().unwrap()],
+        "",
+    );
+    assert!(ok, "{err}");
+    let target = format!("file://{}", dir.path().join("target").display());
+    let env = vec![
+        ("FIELDVAULT_BACKUP_TARGET".into(), target.clone()),
+        (
+            "FIELDVAULT_BACKUP_KEY_FILE".into(),
+            key.display().to_string(),
+        ),
+        ("FIELDVAULT_BACKUP_JOURNAL_INTERVAL".into(), "1".into()),
+        ("FIELDVAULT_MASTER_KEY".into(), MASTER.into()),
+        (
+            "FIELDVAULT_LIMITS_COLLECTOR_PER_WINDOW".into(),
+            "1000000".into(),
+        ),
+    ];
+    Setup { dir, target, env }
+}
+
+impl Setup {
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The journal's first backup (taken as its timeline starts) is on the target.
+async fn wait_for_first_backup(target_dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = std::fs::read_dir(target_dir.join("backups"))
+            .map(|d| d.flatten().any(|e| e.path().join("manifest").exists()))
+            .unwrap_or(false);
+        if found {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no backup appeared on the target"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `/metrics` says the journal was shipped complete after `after` (Unix seconds).
+async fn wait_for_shipment(srv: &Server, after: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = srv.get_text("/metrics").await;
+        let shipped = m
+            .lines()
+            .find_map(|l| l.strip_prefix("fieldvault_journal_last_ship_timestamp_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if shipped > after + 1.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the journal was not shipped: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A time after every mark of what was just written and before anything written next: the
+/// marks come within a second of a change, and the time is truncated to the second.
+async fn note_the_time() -> String {
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    t
+}
+
+async fn delete(base: &str, id: &str) {
+    let r = client()
+        .delete(format!("{base}/forms/outage/submissions/{id}"))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "delete {id}: {}", r.status());
+}
+
+async fn photo(base: &str, id: &str) -> Vec<u8> {
+    let r = client()
+        .get(format!(
+            "{base}/forms/outage/submissions/{id}/attachments/photo.jpg"
+        ))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{id}");
+    r.bytes().await.unwrap().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_point_in_time_recovery_keeps_only_the_earlier_batch() {
+    let s = setup();
+    let srv = Server::start(s.dir.path(), &s.env());
+    wait_for_first_backup(&s.dir.path().join("target")).await;
+    create_user(s.dir.path(), &s.env(), "alice", false);
+    let base = project(&srv).await;
+    let (a, b) = (ids("a", 6), ids("b", 6));
+    for id in &a {
+        assert_eq!(post(&base, id).await, Ok(201), "{id}");
+    }
+    let t = note_the_time().await;
+    for id in &b {
+        assert_eq!(post(&base, id).await, Ok(201), "{id}");
+    }
+    delete(&base, "uuid:a-1").await;
+    wait_for_shipment(&srv, unix_now()).await;
+
+    // Restored while the server keeps running, into a new data directory.
+    let restored = s.dir.path().join("restored");
+    let restored_s = restored.display().to_string();
+    let (ok, _, err) = fv(
+        s.dir.path(),
+        &s.env,
+        &[
+            "restore",
+            "--from",
+            &s.target,
+            "--to-time",
+            &t,
+            "--data-dir",
+            &restored_s,
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("change(s) from"), "{err}");
+    // Refuses to overwrite what it has just restored.
+    let (ok, _, err) = fv(
+        s.dir.path(),
+        &s.env,
+        &[
+            "restore",
+            "--from",
+            &s.target,
+            "--to-time",
+            &t,
+            "--data-dir",
+            &restored_s,
+        ],
+        "",
+    );
+    assert!(
+        !ok && err.contains("already holds a Fieldvault database"),
+        "{err}"
+    );
+    assert!(srv.stop());
+
+    let mut env2 = s.env.clone();
+    env2.push(("FIELDVAULT_DATA_DIR".into(), restored_s.clone()));
+    let env2: Vec<(&str, &str)> = env2.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let srv = Server::start(s.dir.path(), &env2);
+    let base = base.replace(base.split("/v1/").next().unwrap(), srv.base.as_str());
+    let got: Vec<String> = stored(&base).await;
+    let set: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), set.len(), "a submission is listed twice");
+    assert_eq!(
+        set, a,
+        "restored to {t}: exactly batch A, a-1 not yet deleted"
+    );
+    assert_eq!(photo(&base, "uuid:a-0").await, photo_bytes("uuid:a-0"));
+    // The restored server takes submissions (and starts a journal timeline of its own).
+    assert_eq!(post(&base, "uuid:after-restore-1").await, Ok(201));
+    assert!(srv.stop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_project_is_recovered_into_the_live_server_while_submissions_arrive() {
+    let s = setup();
+    let srv = Server::start(s.dir.path(), &s.env());
+    wait_for_first_backup(&s.dir.path().join("target")).await;
+    create_user(s.dir.path(), &s.env(), "alice", false);
+    let damaged = project(&srv).await;
+    let busy = project(&srv).await;
+    let pid = damaged.rsplit('/').next().unwrap().to_owned();
+    let a = ids("a", 6);
+    for id in &a {
+        assert_eq!(post(&damaged, id).await, Ok(201), "{id}");
+    }
+    let t = note_the_time().await;
+    // The damage: two of batch A deleted, batch B arrives.
+    let b = ids("b", 4);
+    for id in &b {
+        assert_eq!(post(&damaged, id).await, Ok(201), "{id}");
+    }
+    delete(&damaged, "uuid:a-1").await;
+    delete(&damaged, "uuid:a-2").await;
+    wait_for_shipment(&srv, unix_now()).await;
+
+    // Without --yes and without the typed confirmation, nothing changes.
+    let (ok, _, err) = fv(
+        s.dir.path(),
+        &s.env,
+        &[
+            "restore",
+            "--from",
+            &s.target,
+            "--to-time",
+            &t,
+            "--project",
+            &pid,
+            "--into-live",
+        ],
+        "no\n",
+    );
+    assert!(!ok && err.contains("not confirmed"), "{err}");
+    assert!(
+        err.contains("removes 4 submission(s) received since"),
+        "{err}"
+    );
+    assert_eq!(stored(&damaged).await.len(), 8);
+
+    // Submissions keep arriving in the other project during the recovery.
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (stop, busy) = (stop.clone(), busy.clone());
+        tokio::spawn(async move {
+            let mut sent = BTreeSet::new();
+            let mut failures = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("uuid:c-{i}");
+                match post(&busy, &id).await {
+                    Ok(201) => {
+                        sent.insert(id);
+                    }
+                    other => failures.push(format!("{id}: {other:?}")),
+                }
+                i += 1;
+            }
+            (sent, failures)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, out, err) = fv(
+        s.dir.path(),
+        &s.env,
+        &[
+            "restore",
+            "--from",
+            &s.target,
+            "--to-time",
+            &t,
+            "--project",
+            &pid,
+            "--into-live",
+            "--yes",
+        ],
+        "",
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failures) = feeder.await.unwrap();
+    assert!(ok, "{out} {err}");
+    assert!(err.contains("4 removed, 2 brought back"), "{err}");
+    assert!(
+        failures.is_empty(),
+        "intake failed during the recovery: {failures:?}"
+    );
+    assert!(sent.len() >= 5, "intake went on: {}", sent.len());
+    let busy_now: BTreeSet<String> = stored(&busy).await.into_iter().collect();
+    assert_eq!(busy_now, sent, "the other project lost or doubled nothing");
+
+    let got: BTreeSet<String> = stored(&damaged).await.into_iter().collect();
+    assert_eq!(
+        got, a,
+        "the project is back at {t}: batch A, deletions undone"
+    );
+    assert_eq!(photo(&damaged, "uuid:a-0").await, photo_bytes("uuid:a-0"));
+    for id in ["uuid:a-3", "uuid:a-1"] {
+        let r = client()
+            .get(format!("{damaged}/forms/outage/submissions/{id}.xml"))
+            .basic_auth("alice", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{id}");
+        assert!(r.text().await.unwrap().contains(id), "{id}");
+    }
+    // The recovered project takes new submissions; the recovery is in the audit log.
+    assert_eq!(post(&damaged, "uuid:after-1").await, Ok(201));
+    let m = srv.get_text("/metrics").await;
+    assert!(
+        m.contains("fieldvault_journal_ship_failures_total 0"),
+        "{m}"
+    );
+    let admin = crate::harness::admin_session(&srv, s.dir.path(), &s.env(), "admin").await;
+    let log: serde_json::Value = client()
+        .get(srv.url("/v1/audits"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "project.recovered")
+        .unwrap_or_else(|| panic!("no project.recovered in {log}"));
+    assert_eq!(entry["details"]["removed_submissions"], 4, "{entry}");
+    assert!(srv.stop());
+}
