@@ -141,6 +141,68 @@ pub async fn segment_blobs(
     Ok(out)
 }
 
+/// What [`check_journal`] read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalChecked {
+    /// Timelines on the target.
+    pub timelines: u64,
+    /// Segments decrypted.
+    pub segments: u64,
+    /// Journal entries in them.
+    pub entries: u64,
+}
+
+/// Reads every journal segment on the target: each must open with the backup key, hold the
+/// entries its name says, in order, and follow the previous segment of its timeline without a
+/// gap. The first problem is returned, naming the object.
+pub async fn check_journal(
+    target: &BlobStore,
+    key: &BackupKey,
+) -> Result<JournalChecked, StoreError> {
+    let mut done = JournalChecked::default();
+    let mut timelines: BTreeMap<String, Vec<SegmentName>> = BTreeMap::new();
+    for object in target.list("journal").await? {
+        let parsed = parse_segment(&object).ok_or_else(|| {
+            StoreError::Corrupt(format!("{object} is not a journal segment's name"))
+        })?;
+        let timeline = object.split('/').nth(1).unwrap_or_default().to_owned();
+        timelines.entry(timeline).or_default().push(parsed);
+    }
+    for (timeline, mut segs) in timelines {
+        segs.sort();
+        done.timelines += 1;
+        let mut next: Option<i64> = None;
+        for s in &segs {
+            if let Some(n) = next
+                && s.first > n
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "the journal of timeline {timeline} has a gap: changes {n} to {} are missing                      before {}",
+                    s.first - 1,
+                    s.object
+                )));
+            }
+            let seg = read_segment(target, key, s).await?;
+            let (first, last) = (seg.entries.first(), seg.entries.last());
+            let ordered = seg.entries.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+            if seg.timeline != timeline
+                || first.map(|e| e.seq) != Some(s.first)
+                || last.map(|e| e.seq) != Some(s.last)
+                || !ordered
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "{} does not hold the changes its name says",
+                    s.object
+                )));
+            }
+            done.segments += 1;
+            done.entries += seg.entries.len() as u64;
+            next = Some(next.map_or(s.last + 1, |n| n.max(s.last + 1)));
+        }
+    }
+    Ok(done)
+}
+
 /// What one [`Shipper::ship`] did.
 #[derive(Debug, Clone, Default)]
 pub struct Shipped {

@@ -167,6 +167,8 @@ pub struct Verified {
     pub objects: u64,
     /// Row counts of the restored copy, when it could be opened (embedded backups).
     pub restored_counts: Option<std::collections::BTreeMap<String, i64>>,
+    /// The change journal on the target (embedded store): every segment read and checked.
+    pub journal: fieldvault_store::pitr::JournalChecked,
 }
 
 /// Verifies backup `id` (the newest when `None`): restores it into scratch space under
@@ -194,6 +196,16 @@ pub async fn verify(
     let scratch = backup::scratch_dir(scratch_base);
     let result = verify_into(&target, &key, &id, master, &scratch).await;
     let _ = std::fs::remove_dir_all(&scratch);
+    let result = match result {
+        Ok(mut v) => match fieldvault_store::pitr::check_journal(&target, &key).await {
+            Ok(j) => {
+                v.journal = j;
+                Ok(v)
+            }
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e),
+    };
     let name = super::audit::actor_name(actor, None);
     match &result {
         Ok(v) => {
@@ -202,7 +214,11 @@ pub async fn verify(
                 name,
                 "backup.verified",
                 Some(id.clone()),
-                json!({"objects": v.objects, "counts": v.manifest.counts}),
+                json!({
+                    "objects": v.objects,
+                    "counts": v.manifest.counts,
+                    "journal_segments": v.journal.segments,
+                }),
             )
             .await?;
         }
@@ -236,6 +252,7 @@ async fn verify_into(
             manifest: m,
             objects: done.objects,
             restored_counts: None,
+            journal: Default::default(),
         });
     }
     let data = scratch.join("data");
@@ -263,6 +280,7 @@ async fn verify_into(
         manifest: m,
         objects: done.objects,
         restored_counts: Some(counts),
+        journal: Default::default(),
     })
 }
 

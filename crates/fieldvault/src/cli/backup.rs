@@ -27,7 +27,8 @@ enum Cmd {
     /// List the backups on the target.
     List,
     /// Restore a backup (the newest unless ID is given) into scratch space, decrypting every
-    /// object and checking hashes and row counts; the result goes to the audit log.
+    /// object and checking hashes and row counts, and read the whole change journal on the
+    /// target (every segment decrypts, in order, without gaps); the result goes to the audit log.
     Verify {
         /// Backup id (from `fieldvault backup list`).
         id: Option<String>,
@@ -119,6 +120,13 @@ pub async fn run(args: &Args, config: Arc<Config>, passphrase_stdin: bool) -> an
                     ""
                 }
             );
+            if v.journal.segments > 0 {
+                println!(
+                    "Change journal: {} segment(s) of {} timeline(s), {} change(s) and marks, all \
+                     decrypted, in order and without gaps.",
+                    v.journal.segments, v.journal.timelines, v.journal.entries
+                );
+            }
             Ok(())
         }
     }

@@ -128,6 +128,28 @@ async fn note_the_time() -> String {
     t
 }
 
+/// Flips one byte of the first journal segment on a directory target; returns its object name.
+fn damage_first_segment(target: &Path) -> String {
+    let timeline = std::fs::read_dir(target.join("journal"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let mut segs: Vec<_> = std::fs::read_dir(&timeline)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    segs.sort();
+    let seg = &segs[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(seg, bytes).unwrap();
+    seg.strip_prefix(target).unwrap().display().to_string()
+}
+
 async fn delete(base: &str, id: &str) {
     let r = client()
         .delete(format!("{base}/forms/outage/submissions/{id}"))
@@ -207,6 +229,29 @@ async fn embedded_point_in_time_recovery_keeps_only_the_earlier_batch() {
         !ok && err.contains("already holds a Fieldvault database"),
         "{err}"
     );
+    // `verify` reads the journal too; one flipped byte in a segment fails it, naming the
+    // segment, and a restore that needs the segment fails the same way.
+    let (ok, out, err) = fv(s.dir.path(), &s.env, &["backup", "verify"], "");
+    assert!(ok && out.contains("Change journal:"), "{out} {err}");
+    let damaged = damage_first_segment(&s.dir.path().join("target"));
+    let (ok, out, err) = fv(s.dir.path(), &s.env, &["backup", "verify"], "");
+    assert!(!ok && err.contains(&damaged), "{damaged}: {out} {err}");
+    let other = s.dir.path().join("restored-2").display().to_string();
+    let (ok, _, err) = fv(
+        s.dir.path(),
+        &s.env,
+        &[
+            "restore",
+            "--from",
+            &s.target,
+            "--to-time",
+            &t,
+            "--data-dir",
+            &other,
+        ],
+        "",
+    );
+    assert!(!ok && err.contains(&damaged), "{damaged}: {err}");
     assert!(srv.stop());
 
     let mut env2 = s.env.clone();
