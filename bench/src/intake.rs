@@ -97,7 +97,7 @@ pub enum Auth {
 /// One measured run.
 #[derive(Debug, Serialize)]
 pub struct IntakeRun {
-    /// "SQLite" or "PostgreSQL".
+    /// "SQLite", "SQLite+PITR" (with the change journal on) or "PostgreSQL".
     pub backend: String,
     /// Token or Basic.
     pub auth: Auth,
@@ -181,6 +181,34 @@ pub fn measure(bin: &Path, scratch_parent: &Path, opts: &Options) -> anyhow::Res
         runtime
             .block_on(backend(bin, scratch_parent, opts, "SQLite", &[]))
             .context("intake benchmark on the embedded store")?,
+    );
+    // The embedded store again with a backup target: the change journal (point-in-time
+    // recovery) is on, and what it costs intake shows against the rows above.
+    let pitr = tempfile::Builder::new()
+        .prefix(".fieldvault-bench-target-")
+        .tempdir_in(scratch_parent)
+        .context("cannot create the backup target directory")?;
+    let key = pitr.path().join("backup.key");
+    let keygen = server::command(bin, pitr.path(), &pitr.path().join("unused"), &[])
+        .args(["backup", "keygen"])
+        .arg(&key)
+        .output()
+        .context("cannot run fieldvault backup keygen")?;
+    anyhow::ensure!(
+        keygen.status.success(),
+        "fieldvault backup keygen failed: {}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
+    let target = format!("file://{}", pitr.path().join("target").display());
+    let key = key.display().to_string();
+    let env = [
+        ("FIELDVAULT_BACKUP_TARGET", target.as_str()),
+        ("FIELDVAULT_BACKUP_KEY_FILE", key.as_str()),
+    ];
+    runs.extend(
+        runtime
+            .block_on(backend(bin, scratch_parent, opts, "SQLite+PITR", &env))
+            .context("intake benchmark on the embedded store with the change journal")?,
     );
     match &opts.pg {
         None => notes

@@ -498,7 +498,7 @@ impl Report {
             }
             let other = r.other_cpu_s / r.elapsed_s.max(1e-9);
             // On the embedded store nothing else should run; PostgreSQL's own CPU is expected.
-            if r.backend == "SQLite" && other > 0.25 {
+            if r.backend.starts_with("SQLite") && other > 0.25 {
                 notes.push(format!(
                     "{} {:?} c={}{}: other processes used {other:.2} cores during the run, so \
                      its numbers are probably depressed; re-run on a quiet machine.",

@@ -341,3 +341,8 @@ pub trait FormStore: Send + Sync {
     /// Row counts.
     async fn counts(&self) -> Result<Counts, StoreError>;
 }
+
+/// Associated data for a form media blob: the project and the definition it was sealed for.
+pub fn media_aad(project: i64, def_id: i64, name: &str) -> Vec<u8> {
+    format!("project:{project}/form-def:{def_id}/media:{name}").into_bytes()
+}

@@ -267,3 +267,469 @@ async fn recover(
     tx.commit().await?;
     Ok(out)
 }
+
+/// What a recovery as a new project did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectCopied {
+    /// The new project's id.
+    pub project_id: i64,
+    /// Its name.
+    pub name: String,
+    /// Forms copied.
+    pub forms: i64,
+    /// Submissions copied (deleted ones included, as they were).
+    pub submissions: i64,
+    /// Blobs re-encrypted into the new project.
+    pub blobs: u64,
+}
+
+/// Tables whose rows a copy takes, with the ids it reserves in each.
+const COPIED: [&str; 8] = [
+    "projects",
+    "forms",
+    "form_defs",
+    "form_attachments",
+    "submissions",
+    "submission_versions",
+    "submission_attachments",
+    "project_keys",
+];
+
+impl SqliteStore {
+    /// Brings project `project` back from the copy at `copy` as a **new** project beside the
+    /// current one (named `name`), leaving the current one untouched. Everything sealed is
+    /// re-encrypted: sealed XML and blobs are bound to their project, form and definition ids
+    /// (and the new project gets a data key of its own, so destroying either project's key
+    /// never touches the other). Whoever has a role on the current project gets the same on
+    /// the new one; collectors and tokens are not copied.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn recover_project_as_new(
+        &self,
+        copy: &Path,
+        copy_key: &fieldvault_crypto::Key256,
+        copy_blobs: &BlobStore,
+        blobs: &BlobStore,
+        keyring: &crate::Keyring,
+        project: i64,
+        name: &str,
+    ) -> Result<ProjectCopied, StoreError> {
+        let mut conn = self.pool.acquire().await?.detach();
+        let key = format!(
+            "x'{}'",
+            fieldvault_crypto::random::to_hex(copy_key.expose())
+        );
+        sqlx::query("ATTACH DATABASE $1 AS pitr KEY $2")
+            .bind(copy.display().to_string())
+            .bind(key)
+            .execute(&mut conn)
+            .await?;
+        let mut written = Vec::new();
+        let r = copy_as_new(
+            &mut conn,
+            copy_blobs,
+            blobs,
+            keyring,
+            project,
+            name,
+            &mut written,
+        )
+        .await;
+        if r.is_err() {
+            // The rows never committed: the re-encrypted blobs name nothing.
+            for b in &written {
+                let _ = blobs.delete(b).await;
+            }
+        }
+        let _ = conn.close().await;
+        r
+    }
+}
+
+async fn reseal_blob(
+    copy_blobs: &BlobStore,
+    blobs: &BlobStore,
+    from: (&fieldvault_crypto::Key256, &str, &[u8]),
+    to: (&fieldvault_crypto::Key256, &str, &[u8]),
+) -> Result<(), StoreError> {
+    let source = match copy_blobs.get_stream(from.0, from.1, from.2).await {
+        Ok(s) => s,
+        Err(StoreError::NotFound) => {
+            return Err(StoreError::Corrupt(format!(
+                "blob {}, which the restored project names, is not in the restored copy",
+                from.1
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    blobs.put_stream(to.0, to.1, to.2, Box::pin(source)).await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_as_new(
+    conn: &mut sqlx::SqliteConnection,
+    copy_blobs: &BlobStore,
+    blobs: &BlobStore,
+    keyring: &crate::Keyring,
+    project: i64,
+    name: &str,
+    written: &mut Vec<String>,
+) -> Result<ProjectCopied, StoreError> {
+    use crate::forms::media_aad;
+    use crate::submissions::{attachment_aad, xml_aad};
+    use std::collections::HashMap;
+
+    let source: Option<Option<String>> =
+        sqlx::query_scalar("SELECT data_key_id FROM pitr.projects WHERE id = $1")
+            .bind(project)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let dk = source
+        .ok_or_else(|| StoreError::Setup(format!("project {project} did not exist at that time")))?
+        .ok_or_else(|| StoreError::Setup(format!("project {project} has no data key")))?;
+    let wrapped: Vec<u8> = sqlx::query_scalar("SELECT wrapped FROM pitr.data_keys WHERE id = $1")
+        .bind(&dk)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Setup(format!(
+                "project {project}'s data key was already destroyed at that time"
+            ))
+        })?;
+    let old_key = keyring
+        .master()
+        .unwrap(&wrapped, &crate::keyring::data_key_aad(&dk))
+        .map_err(|_| {
+            StoreError::WrongKey(format!("data key {dk} does not open with the master key"))
+        })?;
+    let (new_dk, new_key) = keyring.new_data_key()?;
+
+    // Ids: a range in each table reserved up front, so the blobs (whose associated data names
+    // the new ids) can be re-encrypted before the write transaction, without holding the lock.
+    let mut off: HashMap<&str, i64> = HashMap::new();
+    {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        for t in COPIED {
+            let seq: i64 = sqlx::query_scalar(
+                "SELECT COALESCE((SELECT seq FROM main.sqlite_sequence WHERE name = $1), 0)",
+            )
+            .bind(t)
+            .fetch_one(&mut *tx)
+            .await?;
+            let max_old: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT COALESCE(max(id), 0) FROM pitr.{t}"
+            )))
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM main.sqlite_sequence WHERE name = $1")
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO main.sqlite_sequence (name, seq) VALUES ($1, $2)")
+                .bind(t)
+                .bind(seq + max_old)
+                .execute(&mut *tx)
+                .await?;
+            off.insert(t, seq);
+        }
+        tx.commit().await?;
+    }
+    let o = |t: &str| off.get(t).copied().unwrap_or(0);
+    let new_pid = project + o("projects");
+
+    let forms_of = "SELECT id FROM pitr.forms WHERE project_id = $1";
+    let mut map: Vec<(String, String)> = Vec::new();
+    let media: Vec<(i64, Option<i64>, String, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT form_def_id, sealed_for_def, name, blob_name FROM pitr.form_attachments WHERE \
+         blob_name IS NOT NULL AND form_def_id IN (SELECT id FROM pitr.form_defs WHERE form_id \
+         IN ({forms_of})) ORDER BY id"
+        )))
+        .bind(project)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut seen = std::collections::HashSet::new();
+    for (def, sealed_for, att, blob) in media {
+        if !seen.insert(blob.clone()) {
+            continue;
+        }
+        let sealed_def = sealed_for.unwrap_or(def);
+        let new_name = format!("p{new_pid}/media/{}", fieldvault_crypto::random::hex(16)?);
+        written.push(new_name.clone());
+        reseal_blob(
+            copy_blobs,
+            blobs,
+            (&old_key, &blob, &media_aad(project, sealed_def, &att)),
+            (
+                &new_key,
+                &new_name,
+                &media_aad(new_pid, sealed_def + o("form_defs"), &att),
+            ),
+        )
+        .await?;
+        map.push((blob, new_name));
+    }
+    let atts: Vec<(String, String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT a.blob_name, a.name, v.instance_id, v.form_id FROM pitr.submission_attachments a \
+         JOIN pitr.submission_versions v ON a.version_id = v.id WHERE a.blob_name IS NOT NULL \
+         AND v.form_id IN ({forms_of}) ORDER BY v.id, a.id"
+    )))
+    .bind(project)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (blob, att, owner, form) in atts {
+        // Sealed for the first version that named it (edits carry attachments over).
+        if !seen.insert(blob.clone()) {
+            continue;
+        }
+        let new_form = form + o("forms");
+        let new_name = format!(
+            "p{new_pid}/f{new_form}/{}",
+            fieldvault_crypto::random::hex(16)?
+        );
+        written.push(new_name.clone());
+        reseal_blob(
+            copy_blobs,
+            blobs,
+            (
+                &old_key,
+                &blob,
+                &attachment_aad(project, form, &owner, &att),
+            ),
+            (
+                &new_key,
+                &new_name,
+                &attachment_aad(new_pid, new_form, &owner, &att),
+            ),
+        )
+        .await?;
+        map.push((blob, new_name));
+    }
+
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("PRAGMA defer_foreign_keys = ON")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS fv_blob_map (src TEXT PRIMARY KEY, dst TEXT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM temp.fv_blob_map")
+        .execute(&mut *tx)
+        .await?;
+    for (old, new) in &map {
+        sqlx::query("INSERT INTO temp.fv_blob_map (src, dst) VALUES ($1, $2)")
+            .bind(old)
+            .bind(new)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("INSERT INTO main.data_keys (id, wrapped, created_at) VALUES ($1, $2, $3)")
+        .bind(&new_dk.id)
+        .bind(&new_dk.wrapped)
+        .bind(new_dk.created_at)
+        .execute(&mut *tx)
+        .await?;
+    let now = crate::now_ms();
+    let blob_expr = "(SELECT dst FROM temp.fv_blob_map WHERE src = blob_name)".to_owned();
+    let plus = |c: &str, t: &str| format!("{c} + {}", o(t));
+    let copies: Vec<(&str, Vec<(&str, String)>, String)> = vec![
+        (
+            "projects",
+            vec![
+                ("id", new_pid.to_string()),
+                ("name", "$2".into()),
+                ("data_key_id", "$3".into()),
+                ("created_at", now.to_string()),
+                ("updated_at", "NULL".into()),
+                ("archived", "0".into()),
+                ("deleted_at", "NULL".into()),
+            ],
+            "id = $1".into(),
+        ),
+        (
+            "forms",
+            vec![
+                ("id", plus("id", "forms")),
+                ("project_id", new_pid.to_string()),
+                ("published_def_id", plus("published_def_id", "form_defs")),
+                ("draft_def_id", plus("draft_def_id", "form_defs")),
+            ],
+            "project_id = $1".into(),
+        ),
+        (
+            "form_defs",
+            vec![
+                ("id", plus("id", "form_defs")),
+                ("form_id", plus("form_id", "forms")),
+            ],
+            format!("form_id IN ({forms_of})"),
+        ),
+        (
+            "form_attachments",
+            vec![
+                ("id", plus("id", "form_attachments")),
+                ("form_def_id", plus("form_def_id", "form_defs")),
+                ("sealed_for_def", plus("sealed_for_def", "form_defs")),
+                ("blob_name", blob_expr.clone()),
+            ],
+            format!("form_def_id IN (SELECT id FROM pitr.form_defs WHERE form_id IN ({forms_of}))"),
+        ),
+        (
+            "submissions",
+            vec![
+                ("id", plus("id", "submissions")),
+                ("project_id", new_pid.to_string()),
+                ("form_id", plus("form_id", "forms")),
+            ],
+            "project_id = $1".into(),
+        ),
+        (
+            "submission_versions",
+            vec![
+                ("id", plus("id", "submission_versions")),
+                ("submission_id", plus("submission_id", "submissions")),
+                ("form_id", plus("form_id", "forms")),
+                ("form_def_id", plus("form_def_id", "form_defs")),
+            ],
+            format!("form_id IN ({forms_of})"),
+        ),
+        (
+            "submission_attachments",
+            vec![
+                ("id", plus("id", "submission_attachments")),
+                ("version_id", plus("version_id", "submission_versions")),
+                ("blob_name", blob_expr),
+            ],
+            format!(
+                "version_id IN (SELECT id FROM pitr.submission_versions WHERE form_id IN \
+                 ({forms_of}))"
+            ),
+        ),
+        (
+            "project_keys",
+            vec![
+                ("id", plus("id", "project_keys")),
+                ("project_id", new_pid.to_string()),
+            ],
+            "project_id = $1".into(),
+        ),
+    ];
+    for (table, overrides, cond) in copies {
+        let cols: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
+                .bind(table)
+                .fetch_all(&mut *tx)
+                .await?;
+        let exprs = cols
+            .iter()
+            .map(|c| {
+                overrides
+                    .iter()
+                    .find(|(n, _)| n == c)
+                    .map_or_else(|| format!("\"{c}\""), |(_, e)| e.clone())
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let names = cols
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO main.{table} ({names}) SELECT {exprs} FROM pitr.{table} WHERE {cond}"
+        )))
+        .bind(project);
+        let q = if table == "projects" {
+            q.bind(name).bind(&new_dk.id)
+        } else {
+            q
+        };
+        q.execute(&mut *tx).await?;
+    }
+    // Whoever holds a role on the current project holds it on the copy (not more).
+    sqlx::query(
+        "INSERT INTO main.project_roles (project_id, user_id, role, created_at) SELECT $1, \
+         user_id, role, $2 FROM main.project_roles WHERE project_id = $3",
+    )
+    .bind(new_pid)
+    .bind(now)
+    .bind(project)
+    .execute(&mut *tx)
+    .await?;
+    // Sealed XML, opened with the old key and place, sealed with the new ones.
+    let mut after = 0i64;
+    loop {
+        let page: Vec<(i64, i64, String, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, form_id, instance_id, xml_sealed FROM pitr.submission_versions WHERE \
+             form_id IN ({forms_of}) AND id > $2 ORDER BY id LIMIT 500"
+        )))
+        .bind(project)
+        .bind(after)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = page.last().map(|r| r.0) else {
+            break;
+        };
+        for (id, form, instance, sealed) in page {
+            let xml = fieldvault_crypto::envelope::open(
+                &old_key,
+                &xml_aad(project, form, &instance),
+                &sealed,
+            )
+            .map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "submission {instance} does not open with its project's data key"
+                ))
+            })?;
+            let resealed = fieldvault_crypto::envelope::seal(
+                &new_key,
+                &xml_aad(new_pid, form + o("forms"), &instance),
+                &xml,
+            )?;
+            sqlx::query("UPDATE main.submission_versions SET xml_sealed = $1 WHERE id = $2")
+                .bind(resealed)
+                .bind(id + o("submission_versions"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        after = last;
+    }
+    let broken: Vec<(String, String)> =
+        sqlx::query_as("SELECT \"table\", parent FROM pragma_foreign_key_check LIMIT 5")
+            .fetch_all(&mut *tx)
+            .await?;
+    if !broken.is_empty() {
+        return Err(StoreError::Setup(format!(
+            "the restored project refers to rows the live database no longer has ({}); nothing \
+             was changed",
+            broken
+                .iter()
+                .map(|(t, p)| format!("{t} → {p}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let forms = count(
+        &mut tx,
+        "SELECT count(*) FROM main.forms WHERE project_id = $1",
+        new_pid,
+    )
+    .await?;
+    let submissions = count(
+        &mut tx,
+        "SELECT count(*) FROM main.submissions WHERE project_id = $1",
+        new_pid,
+    )
+    .await?;
+    tx.commit().await?;
+    keyring.remember(&new_dk.id, &new_key);
+    Ok(ProjectCopied {
+        project_id: new_pid,
+        name: name.to_owned(),
+        forms,
+        submissions,
+        blobs: map.len() as u64,
+    })
+}

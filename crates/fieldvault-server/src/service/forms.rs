@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use fieldvault_core::{Actor, ProjectId, Resource, Verb, authorize, parse_xform};
+use fieldvault_store::forms::media_aad;
 use fieldvault_store::{
     FormAttachmentRow, FormDefRow, FormRow, NewFormDef, ProjectRow, StoreError,
 };
@@ -320,11 +321,6 @@ pub async fn delete(
         serde_json::json!({}),
     )
     .await
-}
-
-/// Associated data for a form media blob.
-fn media_aad(project: i64, def_id: i64, name: &str) -> Vec<u8> {
-    format!("project:{project}/form-def:{def_id}/media:{name}").into_bytes()
 }
 
 /// Uploads a media file the draft (else the published definition) references.

@@ -161,8 +161,15 @@ pub struct RestoreArgs {
     #[arg(long, requires = "project")]
     into_live: bool,
     /// With --project: replace without asking.
-    #[arg(long, requires = "project")]
+    #[arg(long, requires = "project", conflicts_with = "as_new")]
     yes: bool,
+    /// With --project: bring it back as a new project beside the current one (untouched),
+    /// instead of replacing it. Its data is re-encrypted under a data key of its own.
+    #[arg(long, requires = "project")]
+    as_new: bool,
+    /// With --as-new: the new project's name (default: the old name and the time).
+    #[arg(long, requires = "as_new")]
+    name: Option<String>,
     /// Backup key file (default: `backup.key_file`).
     #[arg(long)]
     backup_key_file: Option<PathBuf>,
@@ -361,6 +368,48 @@ async fn recover_project_via(
     let preview = db
         .recover_project(&copy_db, &copy_key, &copy_blobs, &live.blobs, project, true)
         .await?;
+    if args.as_new {
+        let name = args.name.clone().unwrap_or_else(|| {
+            let at = pitr::fmt_ms(at);
+            format!("{} (restored to {})", preview.name, &at[..16])
+        });
+        let r = db
+            .recover_project_as_new(
+                &copy_db,
+                &copy_key,
+                &copy_blobs,
+                &live.blobs,
+                &live.keyring,
+                project,
+                &name,
+            )
+            .await;
+        db.close().await;
+        let done = r?;
+        fieldvault_server::service::audit::record(
+            live.store.as_ref(),
+            fieldvault_server::service::audit::actor_name(&operator(), None),
+            "project.recovered",
+            Some(done.project_id.to_string()),
+            serde_json::json!({
+                "from_project": project,
+                "as_new": true,
+                "to_time": pitr::fmt_ms(at),
+                "state_at": p.cut_at_ms.map(pitr::fmt_ms),
+                "backup": p.backup,
+                "submissions": done.submissions,
+                "blobs": done.blobs,
+            }),
+        )
+        .await?;
+        println!("{}", done.project_id);
+        eprintln!(
+            "Project {project} as it was is now project {} ({:?}): {} form(s), {} submission(s), \
+             {} blob(s) re-encrypted under its own data key. Project {project} is unchanged.",
+            done.project_id, done.name, done.forms, done.submissions, done.blobs
+        );
+        return Ok(());
+    }
     eprintln!(
         "Project {project} ({:?}) at that time: {} form(s), {} submission(s). Replacing it \
          removes {} submission(s) received since and brings back {}.",

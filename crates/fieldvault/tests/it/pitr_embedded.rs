@@ -318,6 +318,20 @@ async fn one_project_is_recovered_into_the_live_server_while_submissions_arrive(
     );
     assert_eq!(stored(&damaged).await.len(), 8);
 
+    // The project's attachment blobs are lost from the live store too (as after a purge): the
+    // recovery brings back the one batch A needs from the backup target.
+    let lost = s.dir.path().join(format!("fieldvault-data/blobs/p{pid}"));
+    let mut removed = 0;
+    for form_dir in std::fs::read_dir(&lost).unwrap().flatten() {
+        if form_dir.file_name().to_string_lossy().starts_with('f') {
+            for f in std::fs::read_dir(form_dir.path()).unwrap().flatten() {
+                std::fs::remove_file(f.path()).unwrap();
+                removed += 1;
+            }
+        }
+    }
+    assert_eq!(removed, 2, "the photos of a-0 and b-0");
+
     // Submissions keep arriving in the other project during the recovery.
     let stop = Arc::new(AtomicBool::new(false));
     let feeder = {
@@ -360,7 +374,10 @@ async fn one_project_is_recovered_into_the_live_server_while_submissions_arrive(
     stop.store(true, Ordering::Relaxed);
     let (sent, failures) = feeder.await.unwrap();
     assert!(ok, "{out} {err}");
-    assert!(err.contains("4 removed, 2 brought back"), "{err}");
+    assert!(
+        err.contains("4 removed, 2 brought back, 1 blob(s) copied"),
+        "{err}"
+    );
     assert!(
         failures.is_empty(),
         "intake failed during the recovery: {failures:?}"
@@ -385,8 +402,52 @@ async fn one_project_is_recovered_into_the_live_server_while_submissions_arrive(
         assert_eq!(r.status(), 200, "{id}");
         assert!(r.text().await.unwrap().contains(id), "{id}");
     }
-    // The recovered project takes new submissions; the recovery is in the audit log.
+    // The recovered project takes new submissions.
     assert_eq!(post(&damaged, "uuid:after-1").await, Ok(201));
+
+    // The same time again, as a new project beside it: same content, re-encrypted under the new
+    // project's own key and ids; the current project is untouched.
+    let (ok, out, err) = fv(
+        s.dir.path(),
+        &s.env,
+        &[
+            "restore",
+            "--from",
+            &s.target,
+            "--to-time",
+            &t,
+            "--project",
+            &pid,
+            "--into-live",
+            "--as-new",
+        ],
+        "",
+    );
+    assert!(ok, "{out} {err}");
+    let new_pid = out.trim();
+    assert_ne!(new_pid, pid);
+    let copy = damaged.replace(
+        &format!("/v1/projects/{pid}"),
+        &format!("/v1/projects/{new_pid}"),
+    );
+    let got: BTreeSet<String> = stored(&copy).await.into_iter().collect();
+    assert_eq!(got, a, "the new project holds batch A as it was at {t}");
+    assert_eq!(photo(&copy, "uuid:a-0").await, photo_bytes("uuid:a-0"));
+    let r = client()
+        .get(format!("{copy}/forms/outage/submissions/uuid:a-4.xml"))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("uuid:a-4"));
+    let mut now = a.clone();
+    now.insert("uuid:after-1".into());
+    let current: BTreeSet<String> = stored(&damaged).await.into_iter().collect();
+    assert_eq!(current, now, "the current project is unchanged");
+    assert_eq!(post(&copy, "uuid:in-copy-1").await, Ok(201));
+
+    // The recoveries are in the audit log.
     let m = srv.get_text("/metrics").await;
     assert!(
         m.contains("fieldvault_journal_ship_failures_total 0"),
@@ -402,12 +463,24 @@ async fn one_project_is_recovered_into_the_live_server_while_submissions_arrive(
         .json()
         .await
         .unwrap();
-    let entry = log
+    let recovered: Vec<&serde_json::Value> = log
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["action"] == "project.recovered")
-        .unwrap_or_else(|| panic!("no project.recovered in {log}"));
-    assert_eq!(entry["details"]["removed_submissions"], 4, "{entry}");
+        .filter(|e| e["action"] == "project.recovered")
+        .collect();
+    assert_eq!(recovered.len(), 2, "{log}");
+    assert!(
+        recovered
+            .iter()
+            .any(|e| e["details"]["removed_submissions"] == 4 && e["target"] == pid.as_str()),
+        "{log}"
+    );
+    assert!(
+        recovered
+            .iter()
+            .any(|e| e["details"]["as_new"] == true && e["target"] == new_pid),
+        "{log}"
+    );
     assert!(srv.stop());
 }
