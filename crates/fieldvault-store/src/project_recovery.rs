@@ -283,6 +283,9 @@ pub struct ProjectCopied {
     pub blobs: u64,
 }
 
+/// Column → the SQL expression that replaces it in a copy.
+type Overrides<'a> = Vec<(&'a str, String)>;
+
 /// Tables whose rows a copy takes, with the ids it reserves in each.
 const COPIED: [&str; 8] = [
     "projects",
@@ -534,7 +537,7 @@ async fn copy_as_new(
     let now = crate::now_ms();
     let blob_expr = "(SELECT dst FROM temp.fv_blob_map WHERE src = blob_name)".to_owned();
     let plus = |c: &str, t: &str| format!("{c} + {}", o(t));
-    let copies: Vec<(&str, Vec<(&str, String)>, String)> = vec![
+    let copies: Vec<(&str, Overrides, String)> = vec![
         (
             "projects",
             vec![
