@@ -463,100 +463,114 @@ pub enum Cell {
     System,
 }
 
-/// The columns of an export: the form's fields outside repeats in form order (select_multiple
-/// as configured), then KoboToolbox's system columns.
-pub fn columns(schema: &FormSchema, s: &Settings) -> Vec<Column> {
-    let lang: Option<Option<&str>> = match s.lang.as_str() {
-        "_xml" => None,
-        "_default" => Some(schema.languages.first().map(String::as_str)),
-        l => Some(Some(l)),
-    };
-    let mut out = Vec::new();
-    fn walk(
-        nodes: &[Node],
-        lang: Option<Option<&str>>,
-        s: &Settings,
-        heads: &mut Vec<String>,
-        out: &mut Vec<Column>,
-    ) {
-        for n in nodes {
-            if n.path.len() == 1 && HIDDEN.contains(&n.name.as_str()) {
-                continue;
+/// A repeat met while walking a scope: its flat key, name, children and header path.
+type FoundRepeat = (String, String, Vec<Node>, Vec<String>);
+
+/// Columns of one scope (the form, or a repeat's children): fields and groups in form order;
+/// repeats inside it are collected in `repeats`, not walked.
+fn walk(
+    nodes: &[Node],
+    lang: Option<Option<&str>>,
+    s: &Settings,
+    heads: &mut Vec<String>,
+    out: &mut Vec<Column>,
+    repeats: &mut Vec<FoundRepeat>,
+) {
+    for n in nodes {
+        if n.path.len() == 1 && HIDDEN.contains(&n.name.as_str()) {
+            continue;
+        }
+        let own = match lang {
+            None => n.name.clone(),
+            Some(l) => n.label(l).unwrap_or(&n.name).to_owned(),
+        };
+        match &n.kind {
+            NodeKind::Repeat(c) => {
+                let mut h = heads.clone();
+                h.push(own);
+                repeats.push((n.path.join("/"), n.name.clone(), c.clone(), h));
             }
-            let own = match lang {
-                None => n.name.clone(),
-                Some(l) => n.label(l).unwrap_or(&n.name).to_owned(),
-            };
-            match &n.kind {
-                NodeKind::Repeat(_) => {}
-                NodeKind::Group(c) => {
-                    heads.push(own);
-                    walk(c, lang, s, heads, out);
-                    heads.pop();
+            NodeKind::Group(c) => {
+                heads.push(own);
+                walk(c, lang, s, heads, out, repeats);
+                heads.pop();
+            }
+            NodeKind::Field { ty, choices } => {
+                let key = n.path.join("/");
+                if !s.fields.is_empty() && !s.fields.contains(&key) {
+                    continue;
                 }
-                NodeKind::Field { ty, choices } => {
-                    let key = n.path.join("/");
-                    if !s.fields.is_empty() && !s.fields.contains(&key) {
-                        continue;
-                    }
-                    let header = if s.hierarchy_in_labels && !heads.is_empty() {
-                        format!("{}{}{own}", heads.join(&s.group_sep), s.group_sep)
-                    } else {
-                        own
-                    };
-                    let labels = || -> Vec<(String, String)> {
-                        choices
-                            .iter()
-                            .map(|c| {
-                                let label = match lang {
-                                    None => c.value.clone(),
-                                    Some(l) => c.label(l).unwrap_or(&c.value).to_owned(),
-                                };
-                                (c.value.clone(), label)
-                            })
-                            .collect()
-                    };
-                    let value_cell = if lang.is_some() && !choices.is_empty() {
-                        Cell::Labels(labels())
-                    } else {
-                        Cell::Raw
-                    };
-                    if *ty == FieldType::Select {
-                        if s.multiple_select != MultipleSelect::Details {
-                            out.push(Column {
-                                header: header.clone(),
-                                key: key.clone(),
-                                cell: value_cell,
-                            });
-                        }
-                        if s.multiple_select != MultipleSelect::Summary {
-                            for (value, label) in labels() {
-                                out.push(Column {
-                                    header: format!(
-                                        "{header}{}{label}",
-                                        if s.group_sep.is_empty() {
-                                            "/"
-                                        } else {
-                                            &s.group_sep
-                                        }
-                                    ),
-                                    key: key.clone(),
-                                    cell: Cell::Choice(value),
-                                });
-                            }
-                        }
-                    } else {
+                let header = if s.hierarchy_in_labels && !heads.is_empty() {
+                    format!("{}{}{own}", heads.join(&s.group_sep), s.group_sep)
+                } else {
+                    own
+                };
+                let labels = || -> Vec<(String, String)> {
+                    choices
+                        .iter()
+                        .map(|c| {
+                            let label = match lang {
+                                None => c.value.clone(),
+                                Some(l) => c.label(l).unwrap_or(&c.value).to_owned(),
+                            };
+                            (c.value.clone(), label)
+                        })
+                        .collect()
+                };
+                let value_cell = if lang.is_some() && !choices.is_empty() {
+                    Cell::Labels(labels())
+                } else {
+                    Cell::Raw
+                };
+                if *ty == FieldType::Select {
+                    if s.multiple_select != MultipleSelect::Details {
                         out.push(Column {
-                            header,
-                            key,
+                            header: header.clone(),
+                            key: key.clone(),
                             cell: value_cell,
                         });
                     }
+                    if s.multiple_select != MultipleSelect::Summary {
+                        for (value, label) in labels() {
+                            out.push(Column {
+                                header: format!(
+                                    "{header}{}{label}",
+                                    if s.group_sep.is_empty() {
+                                        "/"
+                                    } else {
+                                        &s.group_sep
+                                    }
+                                ),
+                                key: key.clone(),
+                                cell: Cell::Choice(value),
+                            });
+                        }
+                    }
+                } else {
+                    out.push(Column {
+                        header,
+                        key,
+                        cell: value_cell,
+                    });
                 }
             }
         }
     }
-    walk(&schema.children, lang, s, &mut Vec::new(), &mut out);
+}
+
+/// The columns of an export: the form's fields outside repeats in form order (select_multiple
+/// as configured), then KoboToolbox's system columns.
+pub fn columns(schema: &FormSchema, s: &Settings) -> Vec<Column> {
+    let lang = language(schema, s);
+    let mut out = Vec::new();
+    walk(
+        &schema.children,
+        lang,
+        s,
+        &mut Vec::new(),
+        &mut out,
+        &mut Vec::new(),
+    );
     for k in [
         "_id",
         "_uuid",
@@ -577,6 +591,170 @@ pub fn columns(schema: &FormSchema, s: &Settings) -> Vec<Column> {
     out
 }
 
+fn language<'a>(schema: &'a FormSchema, s: &'a Settings) -> Option<Option<&'a str>> {
+    match s.lang.as_str() {
+        "_xml" => None,
+        "_default" => Some(schema.languages.first().map(String::as_str)),
+        l => Some(Some(l)),
+    }
+}
+
+/// A repeat group's own sheet in an XLSX export, as KoboToolbox writes them: the repeat's
+/// fields, then `_index`, `_parent_table_name`, `_parent_index` and the submission's keys.
+#[derive(Debug, Clone)]
+pub struct RepeatSheet {
+    /// Sheet name (the repeat's name, made a valid and unique sheet name).
+    pub name: String,
+    /// Flat key of the repeat's array in the submission JSON (also inside a parent's item).
+    pub key: String,
+    /// The sheet of the repeat this one is inside (`None`: the main sheet).
+    pub parent: Option<usize>,
+    /// Field columns.
+    pub cols: Vec<Column>,
+}
+
+/// Name of the main sheet.
+pub const MAIN_SHEET: &str = "Data";
+/// Columns after a repeat sheet's fields.
+const REPEAT_SYSTEM: [&str; 9] = [
+    "_index",
+    "_parent_table_name",
+    "_parent_index",
+    "_submission__id",
+    "_submission__uuid",
+    "_submission__submission_time",
+    "_submission__validation_status",
+    "_submission__submitted_by",
+    "_submission___version__",
+];
+
+impl RepeatSheet {
+    /// The header row.
+    pub fn header(&self) -> Vec<String> {
+        self.cols
+            .iter()
+            .map(|c| c.header.clone())
+            .chain(REPEAT_SYSTEM.iter().map(|s| (*s).to_owned()))
+            .collect()
+    }
+}
+
+/// The repeat sheets of an export, parents before children. A repeat none of whose fields is
+/// selected has no sheet (nor have the repeats inside it).
+pub fn repeat_sheets(schema: &FormSchema, s: &Settings) -> Vec<RepeatSheet> {
+    let lang = language(schema, s);
+    let mut found = Vec::new();
+    walk(
+        &schema.children,
+        lang,
+        s,
+        &mut Vec::new(),
+        &mut Vec::new(),
+        &mut found,
+    );
+    let mut queue: std::collections::VecDeque<(Option<usize>, FoundRepeat)> =
+        found.into_iter().map(|f| (None, f)).collect();
+    let mut out: Vec<RepeatSheet> = Vec::new();
+    let mut names: Vec<String> = vec![MAIN_SHEET.to_lowercase()];
+    while let Some((parent, (key, name, children, mut heads))) = queue.pop_front() {
+        let mut cols = Vec::new();
+        let mut inner = Vec::new();
+        walk(&children, lang, s, &mut heads, &mut cols, &mut inner);
+        if cols.is_empty() {
+            continue;
+        }
+        let mut sheet: String = name
+            .chars()
+            .map(|c| if "[]:*?/\\".contains(c) { '_' } else { c })
+            .take(28)
+            .collect();
+        let base = sheet.clone();
+        let mut n = 1;
+        while names.contains(&sheet.to_lowercase()) {
+            n += 1;
+            sheet = format!("{base}~{n}");
+        }
+        names.push(sheet.to_lowercase());
+        let me = out.len();
+        out.push(RepeatSheet {
+            name: sheet,
+            key,
+            parent,
+            cols,
+        });
+        queue.extend(inner.into_iter().map(|f| (Some(me), f)));
+    }
+    out
+}
+
+/// The repeat sheets' rows of one submission, through `emit(sheet, cells)`. `counters` holds
+/// each sheet's last `_index`.
+pub fn repeat_rows(
+    sheets: &[RepeatSheet],
+    doc: &Map<String, Value>,
+    main_index: u64,
+    counters: &mut [u64],
+    emit: &mut dyn FnMut(usize, Vec<String>) -> Result<(), ServiceError>,
+) -> Result<(), ServiceError> {
+    let submission: Vec<String> = [
+        "_id",
+        "_uuid",
+        "_submission_time",
+        "_validation_status",
+        "_submitted_by",
+        "__version__",
+    ]
+    .iter()
+    .map(|k| {
+        let v = doc.get(*k);
+        if *k == "_validation_status" {
+            v.and_then(|s| s.get("label"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            text(v)
+        }
+    })
+    .collect();
+    fn level(
+        sheets: &[RepeatSheet],
+        parent: Option<usize>,
+        scope: &Map<String, Value>,
+        parent_index: u64,
+        submission: &[String],
+        counters: &mut [u64],
+        emit: &mut dyn FnMut(usize, Vec<String>) -> Result<(), ServiceError>,
+    ) -> Result<(), ServiceError> {
+        for (i, sheet) in sheets
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.parent == parent)
+        {
+            let Some(items) = scope.get(&sheet.key).and_then(Value::as_array) else {
+                continue;
+            };
+            for item in items.iter().filter_map(Value::as_object) {
+                counters[i] += 1;
+                let index = counters[i];
+                let mut cells = cells(&sheet.cols, item);
+                cells.push(index.to_string());
+                cells.push(
+                    parent
+                        .map_or(MAIN_SHEET, |p| sheets[p].name.as_str())
+                        .to_owned(),
+                );
+                cells.push(parent_index.to_string());
+                cells.extend_from_slice(submission);
+                emit(i, cells)?;
+                level(sheets, Some(i), item, index, submission, counters, emit)?;
+            }
+        }
+        Ok(())
+    }
+    level(sheets, None, doc, main_index, &submission, counters, emit)
+}
+
 fn text(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
@@ -588,8 +766,14 @@ fn text(v: Option<&Value>) -> String {
 
 /// One row of cells for a flat submission.
 pub fn row(cols: &[Column], doc: &Map<String, Value>, index: u64) -> Vec<String> {
-    let mut out: Vec<String> = cols
-        .iter()
+    let mut out = cells(cols, doc);
+    out.push(index.to_string());
+    out
+}
+
+/// The cells of `cols` from a flat submission or a repeat item.
+fn cells(cols: &[Column], doc: &Map<String, Value>) -> Vec<String> {
+    cols.iter()
         .map(|c| {
             let v = doc.get(&c.key);
             match &c.cell {
@@ -622,9 +806,7 @@ pub fn row(cols: &[Column], doc: &Map<String, Value>, index: u64) -> Vec<String>
                 Cell::System => text(v),
             }
         })
-        .collect();
-    out.push(index.to_string());
-    out
+        .collect()
 }
 
 fn io(e: impl std::fmt::Display) -> ServiceError {
@@ -661,10 +843,10 @@ enum Out {
 }
 
 impl Out {
-    fn write(&mut self, cells: &[String]) -> Result<(), ServiceError> {
+    fn write(&mut self, cells: Vec<String>) -> Result<(), ServiceError> {
         match self {
-            Out::Csv(w, _) => w.write_record(cells).map_err(io),
-            Out::Xlsx(x) => x.write(cells),
+            Out::Csv(w, _) => w.write_record(&cells).map_err(io),
+            Out::Xlsx(x) => x.write(0, cells),
         }
     }
 
@@ -707,6 +889,12 @@ async fn produce(
         asset.schema()?
     };
     let cols = columns(&schema, s);
+    // Repeat groups get sheets of their own in XLSX; CSV has the main table only (as in
+    // KoboToolbox).
+    let sheets = match s.kind {
+        Kind::Xlsx => repeat_sheets(&schema, s),
+        Kind::Csv => Vec::new(),
+    };
     let mut header: Vec<String> = cols.iter().map(|c| c.header.clone()).collect();
     header.push("_index".into());
     let query = match &s.query {
@@ -722,11 +910,16 @@ async fn produce(
             w.write_record(&header).map_err(io)?;
             Out::Csv(Box::new(w), buf)
         }
-        Kind::Xlsx => Out::Xlsx(super::kobo_xlsx::XlsxSink::new(
-            &header,
-            &app.config.data_dir.join("tmp"),
-        )?),
+        Kind::Xlsx => {
+            let mut all = vec![(MAIN_SHEET.to_owned(), header.clone())];
+            all.extend(sheets.iter().map(|r| (r.name.clone(), r.header())));
+            Out::Xlsx(super::kobo_xlsx::XlsxSink::new(
+                &all,
+                &app.config.data_dir.join("tmp"),
+            )?)
+        }
     };
+    let mut counters = vec![0u64; sheets.len()];
     let key = super::forms::project_key(app, &asset.project).await?;
     let blob = format!("exports/{}", task.uid);
     let aad = export_aad(asset.project.id, &task.uid);
@@ -754,7 +947,14 @@ async fn produce(
                     continue;
                 }
                 index += 1;
-                out.write(&row(&cols, &doc, index))?;
+                out.write(row(&cols, &doc, index))?;
+                if let Out::Xlsx(x) = &mut out
+                    && !sheets.is_empty()
+                {
+                    repeat_rows(&sheets, &doc, index, &mut counters, &mut |i, cells| {
+                        x.write(i + 1, cells)
+                    })?;
+                }
             }
             send(&tx, out.take()?).await?;
         }
@@ -834,6 +1034,90 @@ mod tests {
             }
         }
         parse_settings(&body).unwrap().0
+    }
+
+    const NESTED: &str = r#"<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa"><h:head><h:title>N</h:title><model><instance><data id="n" version="1"><q/><member jr:template=""><mname/><visit jr:template=""><place/></visit></member><meta><instanceID/></meta></data></instance><bind nodeset="/data/q" type="string"/><bind nodeset="/data/member/mname" type="string"/><bind nodeset="/data/member/visit/place" type="string"/></model></h:head><h:body><input ref="/data/q"><label>Q</label></input><group ref="/data/member"><label>Members</label><repeat nodeset="/data/member"><input ref="/data/member/mname"><label>Name</label></input><group ref="/data/member/visit"><label>Visits</label><repeat nodeset="/data/member/visit"><input ref="/data/member/visit/place"><label>Place</label></input></repeat></group></repeat></group></h:body></h:html>"#;
+
+    #[test]
+    fn repeats_get_sheets_with_parent_indexes() {
+        let schema = fieldvault_core::schema::parse_schema(NESTED.as_bytes(), 1 << 20).unwrap();
+        let s = settings(json!({"type": "xls"}));
+        let main: Vec<String> = columns(&schema, &s).into_iter().map(|c| c.header).collect();
+        assert_eq!(main[0], "q");
+        assert!(!main.iter().any(|h| h.contains("mname")), "{main:?}");
+        let sheets = repeat_sheets(&schema, &s);
+        assert_eq!(
+            sheets
+                .iter()
+                .map(|r| (r.name.as_str(), r.key.as_str(), r.parent))
+                .collect::<Vec<_>>(),
+            [
+                ("member", "member", None),
+                ("visit", "member/visit", Some(0))
+            ]
+        );
+        assert_eq!(
+            sheets[0].header()[..4],
+            [
+                "member/mname",
+                "_index",
+                "_parent_table_name",
+                "_parent_index"
+            ]
+        );
+        assert_eq!(sheets[1].header()[0], "member/visit/place");
+        let doc = json!({
+            "q": "x", "_id": 7, "_uuid": "u7", "_submission_time": "t",
+            "_validation_status": {"label": "Approved"}, "_submitted_by": "alice", "__version__": "1",
+            "member": [
+                {"member/mname": "Ana", "member/visit": [{"member/visit/place": "A"}, {"member/visit/place": "B"}]},
+                {"member/mname": "Bo"}
+            ]
+        });
+        let mut counters = vec![0; sheets.len()];
+        let mut rows = Vec::new();
+        for index in [1, 2] {
+            repeat_rows(
+                &sheets,
+                doc.as_object().unwrap(),
+                index,
+                &mut counters,
+                &mut |i, c| {
+                    rows.push((i, c));
+                    Ok(())
+                },
+            )
+            .unwrap();
+        }
+        let brief: Vec<(usize, &str, &str, &str, &str)> = rows
+            .iter()
+            .map(|(i, c)| {
+                (
+                    *i,
+                    c[0].as_str(),
+                    c[1].as_str(),
+                    c[2].as_str(),
+                    c[3].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                (0, "Ana", "1", "Data", "1"),
+                (1, "A", "1", "member", "1"),
+                (1, "B", "2", "member", "1"),
+                (0, "Bo", "2", "Data", "1"),
+                (0, "Ana", "3", "Data", "2"),
+                (1, "A", "3", "member", "3"),
+                (1, "B", "4", "member", "3"),
+                (0, "Bo", "4", "Data", "2"),
+            ]
+        );
+        assert_eq!(rows[0].1[4..], ["7", "u7", "t", "Approved", "alice", "1"]);
+        // A repeat none of whose fields is selected has no sheet.
+        let only_q = settings(json!({"type": "xls", "fields": ["q"]}));
+        assert!(repeat_sheets(&schema, &only_q).is_empty());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The XLSX side of exports: `rust_xlsxwriter` in constant-memory mode on its own thread.
+//! The XLSX side of exports: `rust_xlsxwriter` in constant-memory mode on its own thread, one
+//! sheet for the submissions and one per repeat group.
 //!
 //! Rows cross a bounded channel to a writer thread that appends them to the worksheet; the
 //! library keeps each finished row in a temporary file rather than in memory, and at the end the
@@ -23,16 +24,17 @@ pub const MAX_COLUMNS: usize = 16_384;
 
 /// A workbook being written; see the module docs.
 pub struct XlsxSink {
-    tx: Option<SyncSender<Vec<String>>>,
+    tx: Option<SyncSender<(usize, Vec<String>)>>,
     worker: Option<JoinHandle<Result<(), String>>>,
     dir: tempfile::TempDir,
     path: PathBuf,
 }
 
 impl XlsxSink {
-    /// Starts a workbook with `header` as its first row, staging files under `tmp_root`.
-    pub fn new(header: &[String], tmp_root: &Path) -> Result<Self, ServiceError> {
-        if header.len() > MAX_COLUMNS {
+    /// Starts a workbook of one sheet per `(name, header)`, each header as its first row,
+    /// staging files under `tmp_root`.
+    pub fn new(sheets: &[(String, Vec<String>)], tmp_root: &Path) -> Result<Self, ServiceError> {
+        if sheets.iter().any(|(_, h)| h.len() > MAX_COLUMNS) {
             return Err(ServiceError::Invalid {
                 code: "export.too_wide",
                 message: format!("An XLSX sheet holds at most {MAX_COLUMNS} columns."),
@@ -46,27 +48,37 @@ impl XlsxSink {
             .map_err(io)?;
         restrict(dir.path())?;
         let path = dir.path().join("export.xlsx");
-        let (tx, rx) = sync_channel::<Vec<String>>(QUEUE);
+        let (tx, rx) = sync_channel::<(usize, Vec<String>)>(QUEUE);
         let (stage, out) = (dir.path().to_path_buf(), path.clone());
-        let header = header.to_vec();
+        let sheets = sheets.to_vec();
         let worker = std::thread::Builder::new()
             .name("xlsx-export".into())
             .spawn(move || -> Result<(), String> {
                 let e = |e: rust_xlsxwriter::XlsxError| e.to_string();
                 let mut wb = Workbook::new();
                 wb.set_tempdir(&stage).map_err(e)?;
-                let ws = wb.add_worksheet_with_constant_memory().map_err(e)?;
-                ws.set_name("Data").map_err(e)?;
-                for (r, row) in (0u32..).zip(std::iter::once(header).chain(rx)) {
-                    if r >= MAX_ROWS {
+                let mut next_row = Vec::with_capacity(sheets.len());
+                for (name, _) in &sheets {
+                    let ws = wb.add_worksheet_with_constant_memory().map_err(e)?;
+                    ws.set_name(name).map_err(e)?;
+                    next_row.push(0u32);
+                }
+                let headers = sheets.into_iter().enumerate().map(|(i, (_, h))| (i, h));
+                for (sheet, row) in headers.chain(rx) {
+                    let r = next_row
+                        .get_mut(sheet)
+                        .ok_or_else(|| format!("no sheet {sheet}"))?;
+                    if *r >= MAX_ROWS {
                         return Err(format!("an XLSX sheet holds at most {MAX_ROWS} rows"));
                     }
+                    let ws = wb.worksheet_from_index(sheet).map_err(e)?;
                     for (c, cell) in row.iter().enumerate() {
                         if !cell.is_empty() {
                             let c = u16::try_from(c).map_err(|_| "too many columns".to_owned())?;
-                            ws.write_string(r, c, cell).map_err(e)?;
+                            ws.write_string(*r, c, cell).map_err(e)?;
                         }
                     }
+                    *r += 1;
                 }
                 wb.save(&out).map_err(e)
             })
@@ -79,13 +91,13 @@ impl XlsxSink {
         })
     }
 
-    /// Appends a row (blocks briefly when the writer is behind).
-    pub fn write(&mut self, cells: &[String]) -> Result<(), ServiceError> {
+    /// Appends a row to sheet `sheet` (blocks briefly when the writer is behind).
+    pub fn write(&mut self, sheet: usize, cells: Vec<String>) -> Result<(), ServiceError> {
         let tx = self
             .tx
             .as_ref()
             .ok_or_else(|| io("workbook already finished"))?;
-        if tx.send(cells.to_vec()).is_err() {
+        if tx.send((sheet, cells)).is_err() {
             // The writer stopped: its error is reported by `finish`.
             return self.join().and(Err(io("the XLSX writer stopped")));
         }

@@ -449,6 +449,37 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
             );
             assert_eq!(row[5], ids[i].to_string());
         }
+        // The repeat group has a sheet of its own, each row pointing at its submission's row.
+        let range = wb.worksheet_range("rep").unwrap();
+        let reps: Vec<Vec<String>> = range
+            .rows()
+            .map(|r| {
+                r.iter()
+                    .map(|c| match c {
+                        Data::Empty => String::new(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            reps[0][..5],
+            ["Who", "_index", "_parent_table_name", "_parent_index", "_submission__id"]
+        );
+        let mut want = Vec::new();
+        for (i, row) in ROWS.iter().enumerate() {
+            for who in row.5 {
+                want.push(vec![
+                    (*who).to_owned(),
+                    (want.len() + 1).to_string(),
+                    "Data".to_owned(),
+                    (i + 1).to_string(),
+                    ids[i].to_string(),
+                ]);
+            }
+        }
+        let got: Vec<Vec<String>> = reps[1..].iter().map(|r| r[..5].to_vec()).collect();
+        assert_eq!(got, want);
     }
 
     // Errors in KoboToolbox's shape.
