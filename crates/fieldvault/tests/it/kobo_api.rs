@@ -464,7 +464,13 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
             .collect();
         assert_eq!(
             reps[0][..5],
-            ["Who", "_index", "_parent_table_name", "_parent_index", "_submission__id"]
+            [
+                "Who",
+                "_index",
+                "_parent_table_name",
+                "_parent_index",
+                "_submission__id"
+            ]
         );
         let mut want = Vec::new();
         for (i, row) in ROWS.iter().enumerate() {
