@@ -99,9 +99,13 @@ const POSTGRES: Dialect = Dialect {
 impl Dialect {
     /// `text` with the SQLite schema names replaced by this backend's.
     fn sql(&self, text: &str) -> String {
-        text.replace("pitr.", &format!("{}.", self.copy))
-            .replace("main.", &format!("{}.", self.live))
-            .replace("temp.", &format!("{}.", self.temp))
+        // Through markers, so a name put in is never renamed again (`pg_temp.` holds `temp.`).
+        text.replace("pitr.", "\u{1}c")
+            .replace("main.", "\u{1}l")
+            .replace("temp.", "\u{1}t")
+            .replace("\u{1}c", &format!("{}.", self.copy))
+            .replace("\u{1}l", &format!("{}.", self.live))
+            .replace("\u{1}t", &format!("{}.", self.temp))
     }
 
     /// The statement listing a live table's columns in order (`$1`: the table).
@@ -415,7 +419,8 @@ pub(super) async fn copy_as_new(
     let o = |t: &str| off.get(t).copied().unwrap_or(0);
     let new_pid = project + o("projects");
 
-    let forms_of = d.sql("SELECT id FROM pitr.forms WHERE project_id = $1");
+    // Pieces of statements stay in SQLite's names: `q` renames each statement once, whole.
+    let forms_of = "SELECT id FROM pitr.forms WHERE project_id = $1";
     let mut map: Vec<(String, String)> = Vec::new();
     let media: Vec<(i64, Option<i64>, String, String)> =
         sqlx::query_as(q(d, &format!(
@@ -505,7 +510,7 @@ pub(super) async fn copy_as_new(
         .execute(&mut *tx)
         .await?;
     let now = crate::now_ms();
-    let blob_expr = d.sql("(SELECT dst FROM temp.fv_blob_map WHERE src = blob_name)");
+    let blob_expr = "(SELECT dst FROM temp.fv_blob_map WHERE src = blob_name)".to_owned();
     let plus = |c: &str, t: &str| format!("{c} + {}", o(t));
     let copies: Vec<(&str, Overrides, String)> = vec![
         (
@@ -547,7 +552,7 @@ pub(super) async fn copy_as_new(
                 ("sealed_for_def", plus("sealed_for_def", "form_defs")),
                 ("blob_name", blob_expr.clone()),
             ],
-            d.sql(&format!("form_def_id IN (SELECT id FROM pitr.form_defs WHERE form_id IN ({forms_of}))")),
+            format!("form_def_id IN (SELECT id FROM pitr.form_defs WHERE form_id IN ({forms_of}))"),
         ),
         (
             "submissions",
@@ -575,10 +580,10 @@ pub(super) async fn copy_as_new(
                 ("version_id", plus("version_id", "submission_versions")),
                 ("blob_name", blob_expr),
             ],
-            d.sql(&format!(
+            format!(
                 "version_id IN (SELECT id FROM pitr.submission_versions WHERE form_id IN \
                  ({forms_of}))"
-            )),
+            ),
         ),
         (
             "project_keys",
@@ -927,5 +932,19 @@ impl crate::postgres::PgStore {
         forget_blobs(&r, blobs, &written).await;
         let _ = sqlx::Connection::close(conn).await;
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_renamed_once_for_postgres() {
+        assert_eq!(
+            POSTGRES.sql("SELECT * FROM pitr.forms JOIN main.forms USING (id), temp.x"),
+            "SELECT * FROM pg_temp.forms JOIN public.forms USING (id), pg_temp.x"
+        );
+        assert_eq!(SQLITE.sql("pitr.a main.b temp.c"), "pitr.a main.b temp.c");
     }
 }

@@ -11,6 +11,7 @@ use fieldvault_store::backup::{self, BackupKey, RestoreInto};
 use fieldvault_store::blob::BlobSettings;
 use fieldvault_store::pitr;
 use fieldvault_store::{BlobStore, Store as _};
+use serde_json::json;
 
 /// Backups to `backup.target`, encrypted under the key in `backup.key_file`.
 #[derive(clap::Args, Debug)]
@@ -138,8 +139,12 @@ pub async fn run(args: &Args, config: Arc<Config>, passphrase_stdin: bool) -> an
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
     /// The backup target (`file:///path` or `s3://bucket/prefix`).
-    #[arg(long)]
-    from: String,
+    #[arg(long, required_unless_present = "from_database_url")]
+    from: Option<String>,
+    /// PostgreSQL deployments, with --project: the database recovered to the time wanted (by
+    /// pgBackRest, into a scratch cluster), to take the project from.
+    #[arg(long, requires = "project", conflicts_with_all = ["from", "to_time"])]
+    from_database_url: Option<String>,
     /// Backup id (default: the newest).
     #[arg(long, conflicts_with = "to_time")]
     backup: Option<String>,
@@ -152,10 +157,11 @@ pub struct RestoreArgs {
     /// Restore a PostgreSQL backup into this (empty) database instead of a data directory.
     #[arg(long)]
     into_database_url: Option<String>,
-    /// Bring back only this project, as it was at --to-time, into the running server's data
-    /// directory (`--data-dir`), replacing its current forms, submissions and attachments. Needs
-    /// --into-live; asks for confirmation unless --yes.
-    #[arg(long, requires = "into_live", requires = "to_time")]
+    /// Bring back only this project, as it was at --to-time (embedded store) or in
+    /// --from-database-url (PostgreSQL), into the running server, replacing its current forms,
+    /// submissions and attachments (asks for confirmation unless --yes), or beside it with
+    /// --as-new. Needs --into-live.
+    #[arg(long, requires = "into_live")]
     project: Option<i64>,
     /// With --project: restore into the live data directory while the server keeps running.
     #[arg(long, requires = "project")]
@@ -183,7 +189,11 @@ pub async fn restore(
     config: Arc<Config>,
     passphrase_stdin: bool,
 ) -> anyhow::Result<()> {
-    let target = svc::open_target(&args.from, &config)?;
+    if let (Some(project), Some(url)) = (args.project, &args.from_database_url) {
+        return recover_project_postgres(args, &config, project, url, passphrase_stdin).await;
+    }
+    let from = args.from.clone().unwrap_or_default();
+    let target = svc::open_target(&from, &config)?;
     let key_path = args
         .backup_key_file
         .clone()
@@ -191,7 +201,10 @@ pub async fn restore(
         .ok_or_else(|| anyhow::anyhow!("pass --backup-key-file (or set backup.key_file)"))?;
     let key = BackupKey::load(&key_path)?;
     if let Some(project) = args.project {
-        let at = parse_utc(args.to_time.as_deref().unwrap_or_default())?;
+        let t = args.to_time.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("--project on the embedded store needs --to-time (the minute wanted)")
+        })?;
+        let at = parse_utc(t)?;
         return recover_project(args, &config, &target, key, project, at, passphrase_stdin).await;
     }
     let settings = super::storage_settings(&config, false);
@@ -233,14 +246,12 @@ pub async fn restore(
                 .into_iter()
                 .filter(|i| backup::id_time(i).is_some_and(|ms| ms <= at))
                 .max_by_key(|i| backup::id_time(i))
-                .ok_or_else(|| {
-                    anyhow::anyhow!("{} holds no backup taken at or before {t}", args.from)
-                })?
+                .ok_or_else(|| anyhow::anyhow!("{from} holds no backup taken at or before {t}"))?
         }
         (None, None) => backup::list(&target)
             .await?
             .pop()
-            .ok_or_else(|| anyhow::anyhow!("{} holds no backup", args.from))?,
+            .ok_or_else(|| anyhow::anyhow!("{from} holds no backup"))?,
     };
     let (m, done) = match &args.into_database_url {
         None => {
@@ -329,8 +340,8 @@ async fn recover_project(
 ) -> anyhow::Result<()> {
     if config.database_url.is_some() {
         anyhow::bail!(
-            "--project --into-live restores from the embedded store's journal; for PostgreSQL, \
-             recover the database to the time with pgBackRest into a scratch cluster \
+            "this server runs on PostgreSQL: recover its database to the time with pgBackRest \
+             into a scratch cluster, then pass --from-database-url \
              (docs/operations/backup-and-restore.md)"
         );
     }
@@ -364,39 +375,147 @@ async fn recover_project_via(
     let master = live.keyring.master();
     let db = fieldvault_store::open::open_embedded(&settings.data_dir, master).await?;
     let copy_key = fieldvault_store::open::embedded_database_key(&copy_dir, master)?;
-    let copy_db = copy_dir.join(fieldvault_store::open::DATABASE_FILE);
-    let preview = db
-        .recover_project(&copy_db, &copy_key, &copy_blobs, &live.blobs, project, true)
-        .await?;
-    if args.as_new {
-        let name = args.name.clone().unwrap_or_else(|| {
-            let at = pitr::fmt_ms(at);
-            format!("{} (restored to {})", preview.name, &at[..16])
-        });
-        let r = db
-            .recover_project_as_new(
-                &copy_db,
-                &copy_key,
-                &copy_blobs,
-                &live.blobs,
-                &live.keyring,
-                project,
-                &name,
-            )
-            .await;
+    let source = Source::Sqlite {
+        db: &db,
+        copy: copy_dir.join(fieldvault_store::open::DATABASE_FILE),
+        key: copy_key,
+        blobs: &copy_blobs,
+    };
+    let r = finish_recovery(args, live, &source, project, Some((&p, at))).await;
+    db.close().await;
+    r
+}
+
+/// `--project N --into-live --from-database-url URL` on a PostgreSQL deployment.
+async fn recover_project_postgres(
+    args: &RestoreArgs,
+    config: &Config,
+    project: i64,
+    url: &str,
+    passphrase_stdin: bool,
+) -> anyhow::Result<()> {
+    let live_url = config.database_url.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "--from-database-url is for PostgreSQL deployments; on the embedded store pass \
+             --from TARGET --to-time T"
+        )
+    })?;
+    let settings = super::storage_settings(config, passphrase_stdin)?;
+    let live = fieldvault_store::open(&settings, false).await?;
+    let r = async {
+        let db = fieldvault_store::postgres::PgStore::connect(live_url.expose(), 2).await?;
+        let source = Source::Postgres {
+            db: &db,
+            url: fieldvault_crypto::SecretString::new(url.to_owned()),
+        };
+        let r = finish_recovery(args, &live, &source, project, None).await;
         db.close().await;
-        let done = r?;
-        fieldvault_server::service::audit::record(
-            live.store.as_ref(),
-            fieldvault_server::service::audit::actor_name(&operator(), None),
-            "project.recovered",
-            Some(done.project_id.to_string()),
-            serde_json::json!({
+        r
+    }
+    .await;
+    live.store.close().await;
+    r
+}
+
+/// Where a recovered project comes from.
+enum Source<'a> {
+    /// A point-in-time copy of the embedded store, and its blobs.
+    Sqlite {
+        db: &'a fieldvault_store::sqlite::SqliteStore,
+        copy: std::path::PathBuf,
+        key: fieldvault_crypto::Key256,
+        blobs: &'a BlobStore,
+    },
+    /// A recovered PostgreSQL database (blobs are the live store's).
+    Postgres {
+        db: &'a fieldvault_store::postgres::PgStore,
+        url: fieldvault_crypto::SecretString,
+    },
+}
+
+impl Source<'_> {
+    async fn replace(
+        &self,
+        blobs: &BlobStore,
+        project: i64,
+        dry_run: bool,
+    ) -> Result<fieldvault_store::project_recovery::ProjectRecovered, fieldvault_store::StoreError>
+    {
+        match self {
+            Source::Sqlite {
+                db,
+                copy,
+                key,
+                blobs: from,
+            } => {
+                db.recover_project(copy, key, from, blobs, project, dry_run)
+                    .await
+            }
+            Source::Postgres { db, url } => {
+                db.recover_project(url, blobs, blobs, project, dry_run)
+                    .await
+            }
+        }
+    }
+
+    async fn as_new(
+        &self,
+        blobs: &BlobStore,
+        keyring: &fieldvault_store::Keyring,
+        project: i64,
+        name: &str,
+    ) -> Result<fieldvault_store::project_recovery::ProjectCopied, fieldvault_store::StoreError>
+    {
+        match self {
+            Source::Sqlite {
+                db,
+                copy,
+                key,
+                blobs: from,
+            } => {
+                db.recover_project_as_new(copy, key, from, blobs, keyring, project, name)
+                    .await
+            }
+            Source::Postgres { db, url } => {
+                db.recover_project_as_new(url, blobs, blobs, keyring, project, name)
+                    .await
+            }
+        }
+    }
+}
+
+/// Shows what the copy holds, then replaces the project (after confirmation) or adds it as a
+/// new one, and audits it. `pitr` is the embedded store's point-in-time restore and its target.
+async fn finish_recovery(
+    args: &RestoreArgs,
+    live: &fieldvault_store::Opened,
+    source: &Source<'_>,
+    project: i64,
+    pitr: Option<(&pitr::PointInTime, i64)>,
+) -> anyhow::Result<()> {
+    let preview = source.replace(&live.blobs, project, true).await?;
+    let when = pitr.map(|(p, at)| {
+        json!({
+            "to_time": pitr::fmt_ms(at),
+            "state_at": p.cut_at_ms.map(pitr::fmt_ms),
+            "backup": p.backup,
+        })
+    });
+    if args.as_new {
+        let name = args.name.clone().unwrap_or_else(|| match pitr {
+            Some((_, at)) => format!("{} (restored to {})", preview.name, &pitr::fmt_ms(at)[..16]),
+            None => format!("{} (restored)", preview.name),
+        });
+        let done = source
+            .as_new(&live.blobs, &live.keyring, project, &name)
+            .await?;
+        audit_recovery(
+            live,
+            done.project_id,
+            json!({
                 "from_project": project,
                 "as_new": true,
-                "to_time": pitr::fmt_ms(at),
-                "state_at": p.cut_at_ms.map(pitr::fmt_ms),
-                "backup": p.backup,
+                "point_in_time": when,
                 "submissions": done.submissions,
                 "blobs": done.blobs,
             }),
@@ -424,31 +543,15 @@ async fn recover_project_via(
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
         if line.trim() != project.to_string() {
-            db.close().await;
             anyhow::bail!("not confirmed; nothing was changed");
         }
     }
-    let r = db
-        .recover_project(
-            &copy_db,
-            &copy_key,
-            &copy_blobs,
-            &live.blobs,
-            project,
-            false,
-        )
-        .await;
-    db.close().await;
-    let done = r?;
-    fieldvault_server::service::audit::record(
-        live.store.as_ref(),
-        fieldvault_server::service::audit::actor_name(&operator(), None),
-        "project.recovered",
-        Some(project.to_string()),
-        serde_json::json!({
-            "to_time": pitr::fmt_ms(at),
-            "state_at": p.cut_at_ms.map(pitr::fmt_ms),
-            "backup": p.backup,
+    let done = source.replace(&live.blobs, project, false).await?;
+    audit_recovery(
+        live,
+        project,
+        json!({
+            "point_in_time": when,
             "submissions": done.submissions,
             "removed_submissions": done.removed_submissions,
             "returned_submissions": done.returned_submissions,
@@ -462,6 +565,22 @@ async fn recover_project_via(
          blob(s) copied.",
         done.submissions, done.removed_submissions, done.returned_submissions, done.blobs_copied
     );
+    Ok(())
+}
+
+async fn audit_recovery(
+    live: &fieldvault_store::Opened,
+    project: i64,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
+    fieldvault_server::service::audit::record(
+        live.store.as_ref(),
+        fieldvault_server::service::audit::actor_name(&operator(), None),
+        "project.recovered",
+        Some(project.to_string()),
+        details,
+    )
+    .await?;
     Ok(())
 }
 

@@ -113,3 +113,148 @@ async fn postgres_point_in_time_recovery_keeps_only_the_earlier_batch() {
     assert_eq!(post(&base, "uuid:after-restore-1").await, Ok(201));
     assert!(srv.stop());
 }
+
+/// Live partial recovery on PostgreSQL (issue #8, item 4): one project's damage (two deletions,
+/// four submissions too many) undone from a database pgBackRest recovered to a second before it,
+/// into the running server while submissions keep arriving in another project; then the same
+/// project brought back beside itself as a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_project_is_recovered_into_the_live_server() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let Some(cluster) = tokio::task::block_in_place(PgCluster::start_archived) else {
+        return;
+    };
+    let url = cluster.create_db("fv_live");
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("FIELDVAULT_DATABASE_URL", url.as_str()),
+        ("FIELDVAULT_MASTER_KEY", MASTER),
+        ("FIELDVAULT_LIMITS_COLLECTOR_PER_WINDOW", "1000000"),
+    ];
+    let srv = Server::start(dir.path(), &env);
+    create_user(dir.path(), &env, "alice", false);
+    let damaged = project(&srv).await;
+    let busy = project(&srv).await;
+    let pid = damaged.rsplit('/').next().unwrap().to_owned();
+    tokio::task::block_in_place(|| cluster.backup("diff"));
+    let a = ids("a", 6);
+    for id in &a {
+        assert_eq!(post(&damaged, id).await, Ok(201), "{id}");
+    }
+    tokio::task::block_in_place(|| cluster.query("postgres", "SELECT pg_switch_wal()"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let target = tokio::task::block_in_place(|| db_now_second(&cluster));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for id in &ids("b", 4) {
+        assert_eq!(post(&damaged, id).await, Ok(201), "{id}");
+    }
+    for id in ["uuid:a-1", "uuid:a-2"] {
+        let r = client()
+            .delete(format!("{damaged}/forms/outage/submissions/{id}"))
+            .basic_auth("alice", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{id}");
+    }
+    tokio::task::block_in_place(|| cluster.archive_now());
+    // The database as it was, in a scratch cluster, while the server keeps running.
+    let restored = tokio::task::block_in_place(|| cluster.restore_to_time(&target));
+    let source = format!("{}/fv_live", restored.server_url);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (stop, busy) = (stop.clone(), busy.clone());
+        tokio::spawn(async move {
+            let (mut sent, mut failures) = (BTreeSet::new(), Vec::new());
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("uuid:c-{i}");
+                match post(&busy, &id).await {
+                    Ok(201) => {
+                        sent.insert(id);
+                    }
+                    other => failures.push(format!("{id}: {other:?}")),
+                }
+                i += 1;
+            }
+            (sent, failures)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fv = |args: &[&str]| {
+        let mut c = crate::harness::cmd(dir.path());
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        crate::harness::run(c, "")
+    };
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        fv(&[
+            "restore",
+            "--project",
+            &pid,
+            "--into-live",
+            "--from-database-url",
+            &source,
+            "--yes",
+        ])
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failures) = feeder.await.unwrap();
+    assert!(ok, "{out} {err}");
+    assert!(err.contains("4 removed, 2 brought back"), "{err}");
+    assert!(
+        failures.is_empty(),
+        "intake failed during the recovery: {failures:?}"
+    );
+    let busy_now: BTreeSet<String> = stored(&busy).await.into_iter().collect();
+    assert_eq!(busy_now, sent, "the other project lost or doubled nothing");
+    let got: BTreeSet<String> = stored(&damaged).await.into_iter().collect();
+    assert_eq!(got, a, "the project is back at {target}");
+    let photo = |base: String| async move {
+        let r = client()
+            .get(format!(
+                "{base}/forms/outage/submissions/uuid:a-0/attachments/photo.jpg"
+            ))
+            .basic_auth("alice", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap().to_vec()
+    };
+    assert_eq!(photo(damaged.clone()).await, photo_bytes("uuid:a-0"));
+    assert_eq!(post(&damaged, "uuid:after-1").await, Ok(201));
+
+    // As a new project: batch A again, re-encrypted; the current project is untouched.
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        fv(&[
+            "restore",
+            "--project",
+            &pid,
+            "--into-live",
+            "--from-database-url",
+            &source,
+            "--as-new",
+        ])
+    });
+    assert!(ok, "{out} {err}");
+    let copy = damaged.replace(
+        &format!("/v1/projects/{pid}"),
+        &format!("/v1/projects/{}", out.trim()),
+    );
+    let got: BTreeSet<String> = stored(&copy).await.into_iter().collect();
+    assert_eq!(got, a);
+    assert_eq!(photo(copy.clone()).await, photo_bytes("uuid:a-0"));
+    let mut now = a.clone();
+    now.insert("uuid:after-1".into());
+    let current: BTreeSet<String> = stored(&damaged).await.into_iter().collect();
+    assert_eq!(current, now);
+    assert_eq!(post(&copy, "uuid:in-copy-1").await, Ok(201));
+    assert!(srv.stop());
+}
