@@ -223,12 +223,7 @@ impl SqliteStore {
     pub async fn journal_disable(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         drop_triggers(&mut tx).await?;
-        sqlx::query("DELETE FROM fv_change_journal")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM fv_journal_state")
-            .execute(&mut *tx)
-            .await?;
+        forget_history(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -326,15 +321,21 @@ impl SqliteStore {
                 applied += 1;
             }
         }
-        sqlx::query("DELETE FROM fv_change_journal")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM fv_journal_state")
-            .execute(&mut *tx)
-            .await?;
+        forget_history(&mut tx).await?;
         tx.commit().await?;
         Ok(applied)
     }
+}
+
+/// Empties the journal and ends its timeline (the next `journal_enable` starts a new one).
+async fn forget_history(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM fv_change_journal")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM fv_journal_state")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 async fn last_seq(conn: &mut sqlx::SqliteConnection) -> Result<i64, StoreError> {

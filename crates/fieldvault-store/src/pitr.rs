@@ -85,20 +85,17 @@ pub fn parse_segment(object: &str) -> Option<SegmentName> {
 
 /// Segments of one timeline on the target, in sequence order.
 pub async fn segments(target: &BlobStore, timeline: &str) -> Result<Vec<SegmentName>, StoreError> {
-    let mut out: Vec<SegmentName> = target
-        .list(&format!("journal/{timeline}"))
-        .await?
-        .iter()
-        .filter_map(|o| parse_segment(o))
-        .collect();
-    out.sort();
-    Ok(out)
+    segments_under(target, &format!("journal/{timeline}")).await
 }
 
 /// Every segment on the target, of every timeline.
 pub async fn all_segments(target: &BlobStore) -> Result<Vec<SegmentName>, StoreError> {
+    segments_under(target, "journal").await
+}
+
+async fn segments_under(target: &BlobStore, prefix: &str) -> Result<Vec<SegmentName>, StoreError> {
     let mut out: Vec<SegmentName> = target
-        .list("journal")
+        .list(prefix)
         .await?
         .iter()
         .filter_map(|o| parse_segment(o))

@@ -416,18 +416,21 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
     {
         use calamine::{Data, Reader as _, Xlsx, open_workbook};
         let mut wb: Xlsx<_> = open_workbook(out.path().join("export.xlsx")).unwrap();
-        let range = wb.worksheet_range("Data").unwrap();
-        let cells: Vec<Vec<String>> = range
-            .rows()
-            .map(|r| {
-                r.iter()
-                    .map(|c| match c {
-                        Data::Empty => String::new(),
-                        other => other.to_string(),
-                    })
-                    .collect()
-            })
-            .collect();
+        let mut sheet = |name: &str| -> Vec<Vec<String>> {
+            wb.worksheet_range(name)
+                .unwrap()
+                .rows()
+                .map(|r| {
+                    r.iter()
+                        .map(|c| match c {
+                            Data::Empty => String::new(),
+                            other => other.to_string(),
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let cells = sheet("Data");
         assert_eq!(cells[0][..5], ["Name", "Age", "Pet", "Languages", "Photo"]);
         assert_eq!(cells[0][5], "_id");
         assert_eq!(cells.len(), 4);
@@ -450,18 +453,7 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
             assert_eq!(row[5], ids[i].to_string());
         }
         // The repeat group has a sheet of its own, each row pointing at its submission's row.
-        let range = wb.worksheet_range("rep").unwrap();
-        let reps: Vec<Vec<String>> = range
-            .rows()
-            .map(|r| {
-                r.iter()
-                    .map(|c| match c {
-                        Data::Empty => String::new(),
-                        other => other.to_string(),
-                    })
-                    .collect()
-            })
-            .collect();
+        let reps = sheet("rep");
         assert_eq!(
             reps[0][..5],
             [

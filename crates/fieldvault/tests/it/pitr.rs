@@ -120,9 +120,6 @@ async fn postgres_point_in_time_recovery_keeps_only_the_earlier_batch() {
 /// project brought back beside itself as a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_project_is_recovered_into_the_live_server() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     let Some(cluster) = tokio::task::block_in_place(PgCluster::start_archived) else {
         return;
     };
@@ -164,25 +161,7 @@ async fn postgres_project_is_recovered_into_the_live_server() {
     let restored = tokio::task::block_in_place(|| cluster.restore_to_time(&target));
     let source = format!("{}/fv_live", restored.server_url);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let feeder = {
-        let (stop, busy) = (stop.clone(), busy.clone());
-        tokio::spawn(async move {
-            let (mut sent, mut failures) = (BTreeSet::new(), Vec::new());
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let id = format!("uuid:c-{i}");
-                match post(&busy, &id).await {
-                    Ok(201) => {
-                        sent.insert(id);
-                    }
-                    other => failures.push(format!("{id}: {other:?}")),
-                }
-                i += 1;
-            }
-            (sent, failures)
-        })
-    };
+    let feeder = crate::pitr_embedded::Feeder::start(&busy);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let fv = |args: &[&str]| {
         let mut c = crate::harness::cmd(dir.path());
@@ -204,8 +183,7 @@ async fn postgres_project_is_recovered_into_the_live_server() {
         ])
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (sent, failures) = feeder.await.unwrap();
+    let (sent, failures) = feeder.stop().await;
     assert!(ok, "{out} {err}");
     assert!(err.contains("4 removed, 2 brought back"), "{err}");
     assert!(

@@ -150,6 +150,42 @@ fn damage_first_segment(target: &Path) -> String {
     seg.strip_prefix(target).unwrap().display().to_string()
 }
 
+/// A client submitting to one project, one submission after another, until stopped.
+pub struct Feeder {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(BTreeSet<String>, Vec<String>)>,
+}
+
+impl Feeder {
+    /// Starts sending `uuid:c-0`, `uuid:c-1`, … to the project at `base`.
+    pub fn start(base: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, base) = (stop.clone(), base.to_owned());
+        let task = tokio::spawn(async move {
+            let (mut sent, mut failures) = (BTreeSet::new(), Vec::new());
+            let mut i = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let id = format!("uuid:c-{i}");
+                match post(&base, &id).await {
+                    Ok(201) => {
+                        sent.insert(id);
+                    }
+                    other => failures.push(format!("{id}: {other:?}")),
+                }
+                i += 1;
+            }
+            (sent, failures)
+        });
+        Self { stop, task }
+    }
+
+    /// Stops; returns the ids that got a 201, and every other answer.
+    pub async fn stop(self) -> (BTreeSet<String>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
 async fn delete(base: &str, id: &str) {
     let r = client()
         .delete(format!("{base}/forms/outage/submissions/{id}"))
@@ -333,26 +369,7 @@ async fn one_project_is_recovered_into_the_live_server_while_submissions_arrive(
     assert_eq!(removed, 2, "the photos of a-0 and b-0");
 
     // Submissions keep arriving in the other project during the recovery.
-    let stop = Arc::new(AtomicBool::new(false));
-    let feeder = {
-        let (stop, busy) = (stop.clone(), busy.clone());
-        tokio::spawn(async move {
-            let mut sent = BTreeSet::new();
-            let mut failures = Vec::new();
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let id = format!("uuid:c-{i}");
-                match post(&busy, &id).await {
-                    Ok(201) => {
-                        sent.insert(id);
-                    }
-                    other => failures.push(format!("{id}: {other:?}")),
-                }
-                i += 1;
-            }
-            (sent, failures)
-        })
-    };
+    let feeder = Feeder::start(&busy);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (ok, out, err) = fv(
         s.dir.path(),
@@ -371,8 +388,7 @@ async fn one_project_is_recovered_into_the_live_server_while_submissions_arrive(
         "",
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (sent, failures) = feeder.await.unwrap();
+    let (sent, failures) = feeder.stop().await;
     assert!(ok, "{out} {err}");
     assert!(
         err.contains("4 removed, 2 brought back, 1 blob(s) copied"),
