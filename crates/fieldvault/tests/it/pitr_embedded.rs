@@ -65,6 +65,22 @@ fn setup() -> Setup {
 }
 
 impl Setup {
+    /// `fieldvault restore --from <target> --to-time <t> --project <pid> --into-live <extra>`.
+    fn recover(&self, t: &str, pid: &str, extra: &[&str], stdin: &str) -> (bool, String, String) {
+        let mut args = vec![
+            "restore",
+            "--from",
+            &self.target,
+            "--to-time",
+            t,
+            "--project",
+            pid,
+            "--into-live",
+        ];
+        args.extend_from_slice(extra);
+        fv(self.dir.path(), &self.env, &args, stdin)
+    }
+
     fn env(&self) -> Vec<(&str, &str)> {
         self.env
             .iter()
@@ -332,21 +348,7 @@ async fn one_project_is_recovered_into_the_live_server_while_submissions_arrive(
     wait_for_shipment(&srv, unix_now()).await;
 
     // Without --yes and without the typed confirmation, nothing changes.
-    let (ok, _, err) = fv(
-        s.dir.path(),
-        &s.env,
-        &[
-            "restore",
-            "--from",
-            &s.target,
-            "--to-time",
-            &t,
-            "--project",
-            &pid,
-            "--into-live",
-        ],
-        "no\n",
-    );
+    let (ok, _, err) = s.recover(&t, &pid, &[], "no\n");
     assert!(!ok && err.contains("not confirmed"), "{err}");
     assert!(
         err.contains("removes 4 submission(s) received since"),
@@ -371,22 +373,7 @@ async fn one_project_is_recovered_into_the_live_server_while_submissions_arrive(
     // Submissions keep arriving in the other project during the recovery.
     let feeder = Feeder::start(&busy);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, out, err) = fv(
-        s.dir.path(),
-        &s.env,
-        &[
-            "restore",
-            "--from",
-            &s.target,
-            "--to-time",
-            &t,
-            "--project",
-            &pid,
-            "--into-live",
-            "--yes",
-        ],
-        "",
-    );
+    let (ok, out, err) = s.recover(&t, &pid, &["--yes"], "");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (sent, failures) = feeder.stop().await;
     assert!(ok, "{out} {err}");
@@ -423,22 +410,7 @@ async fn one_project_is_recovered_into_the_live_server_while_submissions_arrive(
 
     // The same time again, as a new project beside it: same content, re-encrypted under the new
     // project's own key and ids; the current project is untouched.
-    let (ok, out, err) = fv(
-        s.dir.path(),
-        &s.env,
-        &[
-            "restore",
-            "--from",
-            &s.target,
-            "--to-time",
-            &t,
-            "--project",
-            &pid,
-            "--into-live",
-            "--as-new",
-        ],
-        "",
-    );
+    let (ok, out, err) = s.recover(&t, &pid, &["--as-new"], "");
     assert!(ok, "{out} {err}");
     let new_pid = out.trim();
     assert_ne!(new_pid, pid);
