@@ -127,4 +127,9 @@ const SQLITE_UNIQUE_INDEXES: &[(&str, &str)] = &[
         "submission_attachments.version_id, submission_attachments.name",
         "submission_attachments_version_name_key",
     ),
+    (
+        "kobo_export_settings.form_id, kobo_export_settings.name",
+        "kobo_export_settings_form_name_key",
+    ),
+    ("kobo_export_settings.uid", "kobo_export_settings_uid_key"),
 ];

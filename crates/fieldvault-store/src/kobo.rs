@@ -96,6 +96,46 @@ pub struct NewKoboExport {
     pub expires_at: i64,
 }
 
+/// A saved export setting of a form (KoboToolbox's `/export-settings/`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KoboExportSettingRow {
+    /// Store id.
+    pub id: i64,
+    /// Public uid (`es…`).
+    pub uid: String,
+    /// Project.
+    pub project_id: i64,
+    /// Form.
+    pub form_id: i64,
+    /// Name, unique in the form.
+    pub name: String,
+    /// The export options as normalised JSON.
+    pub settings: String,
+    /// Account that saved it.
+    pub created_by: Option<i64>,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change.
+    pub updated_at: i64,
+}
+
+/// A new saved export setting.
+#[derive(Debug, Clone)]
+pub struct NewKoboExportSetting {
+    /// Public uid.
+    pub uid: String,
+    /// Project.
+    pub project_id: i64,
+    /// Form.
+    pub form_id: i64,
+    /// Name.
+    pub name: String,
+    /// Normalised export options JSON.
+    pub settings: String,
+    /// Saving account.
+    pub created_by: Option<i64>,
+}
+
 /// A version's XML replaced by redaction.
 #[derive(Clone)]
 pub struct VersionRewrite {
@@ -199,6 +239,35 @@ pub trait KoboStore: Send + Sync {
 
     /// Forgets a task (its blob is deleted by the caller first).
     async fn delete_kobo_export(&self, id: i64) -> Result<(), StoreError>;
+
+    /// Saves an export setting (`Conflict` on a name the form already has).
+    async fn create_kobo_export_setting(
+        &self,
+        new: &NewKoboExportSetting,
+    ) -> Result<KoboExportSettingRow, StoreError>;
+
+    /// A form's saved export settings, oldest first.
+    async fn kobo_export_settings(
+        &self,
+        form_id: i64,
+    ) -> Result<Vec<KoboExportSettingRow>, StoreError>;
+
+    /// One saved export setting by uid.
+    async fn kobo_export_setting(
+        &self,
+        uid: &str,
+    ) -> Result<Option<KoboExportSettingRow>, StoreError>;
+
+    /// Renames and/or changes a saved export setting (`Conflict` on a taken name).
+    async fn update_kobo_export_setting(
+        &self,
+        id: i64,
+        name: &str,
+        settings: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes a saved export setting.
+    async fn delete_kobo_export_setting(&self, id: i64) -> Result<(), StoreError>;
 
     /// Replaces versions' XML and empties attachment slots (returning their blob names for the
     /// caller to delete), in one transaction. Old bytes are overwritten in place, not kept.

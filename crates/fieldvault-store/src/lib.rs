@@ -47,7 +47,10 @@ pub use forms::{
     ProjectRoleRow,
 };
 pub use keyring::Keyring;
-pub use kobo::{KoboExportRow, KoboRecord, KoboStore, NewKoboExport, VersionRewrite};
+pub use kobo::{
+    KoboExportRow, KoboExportSettingRow, KoboRecord, KoboStore, NewKoboExport,
+    NewKoboExportSetting, VersionRewrite,
+};
 pub use leader::{LeaderStore, Leadership};
 pub use lifecycle::{InviteRow, LifecycleStore, NewInvite, PasswordResetRow};
 pub use limits::{BudgetDelta, LimitStore, NoticeRow, RestrictionRow};

@@ -293,10 +293,12 @@ pub(super) async fn recover(
     let mut tx = conn.begin_with($begin).await?;
     // Rows go out and come back under the same ids, parents first in, children first out. The
     // live rows that point at them and stay (collectors' form assignments, KoboToolbox exports
-    // of forms that existed then) step aside meanwhile, so every reference holds throughout.
+    // and saved export settings of forms that existed then) step aside meanwhile, so every
+    // reference holds throughout.
     let stashes = [
         ("fv_keep_assignments", "form_assignments"),
         ("fv_keep_exports", "kobo_exports"),
+        ("fv_keep_export_settings", "kobo_export_settings"),
     ];
     for (stash, table) in stashes {
         sqlx::query(q(d, &format!("DROP TABLE IF EXISTS temp.{stash}")))

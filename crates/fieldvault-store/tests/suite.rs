@@ -2461,6 +2461,64 @@ async fn kobo_store(settings: StorageSettings) {
     store.delete_kobo_export(t.id).await.unwrap();
     assert!(store.kobo_export("eTASK").await.unwrap().is_none());
 
+    // Saved export settings: named uniquely per form, renamed, deleted.
+    let setting = |uid: &str, name: &str| fieldvault_store::NewKoboExportSetting {
+        uid: uid.into(),
+        project_id: p.id,
+        form_id: f.id,
+        name: name.into(),
+        settings: r#"{"type":"csv"}"#.into(),
+        created_by: Some(owner.id),
+    };
+    let es = store
+        .create_kobo_export_setting(&setting("esONE", "Weekly"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (es.name.as_str(), es.created_by),
+        ("Weekly", Some(owner.id))
+    );
+    match store
+        .create_kobo_export_setting(&setting("esTWO", "Weekly"))
+        .await
+    {
+        Err(StoreError::Conflict { constraint }) => {
+            assert_eq!(constraint, "kobo_export_settings_form_name_key")
+        }
+        other => panic!("expected a name conflict, got {other:?}"),
+    }
+    let two = store
+        .create_kobo_export_setting(&setting("esTWO", "Daily"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .update_kobo_export_setting(two.id, "Weekly", "{}")
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    store
+        .update_kobo_export_setting(two.id, "Monthly", r#"{"type":"xls"}"#)
+        .await
+        .unwrap();
+    let got = store.kobo_export_setting("esTWO").await.unwrap().unwrap();
+    assert_eq!(
+        (got.name.as_str(), got.settings.as_str()),
+        ("Monthly", r#"{"type":"xls"}"#)
+    );
+    assert_eq!(
+        store
+            .kobo_export_settings(f.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.uid.as_str())
+            .collect::<Vec<_>>(),
+        ["esONE", "esTWO"]
+    );
+    store.delete_kobo_export_setting(es.id).await.unwrap();
+    assert!(store.kobo_export_setting("esONE").await.unwrap().is_none());
+
     // Redaction: every version rewritten in place, slots emptied, blob names returned once.
     let versions = store.submission_versions(ids[0]).await.unwrap();
     assert_eq!(versions.len(), 2);

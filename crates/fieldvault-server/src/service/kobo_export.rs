@@ -15,7 +15,10 @@ use bytes::Bytes;
 use fieldvault_core::kobo_query::Query;
 use fieldvault_core::schema::{FieldType, FormSchema, Node, NodeKind};
 use fieldvault_core::{Actor, Verb};
-use fieldvault_store::{BlobStore, KoboExportRow, NewKoboExport, Store, StoreError, UserRow};
+use fieldvault_store::{
+    BlobStore, KoboExportRow, KoboExportSettingRow, NewKoboExport, NewKoboExportSetting, Store,
+    StoreError, UserRow,
+};
 use futures_util::Stream;
 use serde_json::{Map, Value, json};
 
@@ -367,7 +370,7 @@ pub async fn download(
     (
         String,
         Kind,
-        impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static,
+        impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static + use<>,
     ),
     ServiceError,
 > {
@@ -400,6 +403,246 @@ pub async fn download(
         Kind::Xlsx
     };
     Ok((name.clone(), kind, stream))
+}
+
+/// Longest saved export setting name.
+const MAX_SETTING_NAME: usize = 200;
+/// Most saved export settings per form.
+const MAX_SETTINGS: usize = 100;
+/// A synchronous export reuses the caller's identical file this recent (KoboToolbox: 5 minutes).
+const SYNC_REUSE_MS: i64 = 5 * 60_000;
+/// Longest a synchronous export request waits for its file.
+const SYNC_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// Checks a saved setting's `{name, export_settings}` body; returns the name and the normalised
+/// settings JSON.
+fn setting_body(
+    body: &Value,
+    current: Option<&KoboExportSettingRow>,
+) -> Result<(String, String), ServiceError> {
+    let m = body
+        .as_object()
+        .ok_or_else(|| bad("non_field_errors", "Expected a JSON object."))?;
+    let name = match (m.get("name"), current) {
+        (Some(Value::String(n)), _) => n.trim().to_owned(),
+        (None, Some(c)) => c.name.clone(),
+        _ => return Err(bad("name", "This field is required.")),
+    };
+    if name.is_empty() || name.chars().count() > MAX_SETTING_NAME {
+        return Err(bad(
+            "name",
+            format!("A name of 1 to {MAX_SETTING_NAME} characters is required."),
+        ));
+    }
+    let settings = match (m.get("export_settings"), current) {
+        (Some(v), _) => parse_settings(v)?.1.to_string(),
+        (None, Some(c)) => c.settings.clone(),
+        _ => return Err(bad("export_settings", "This field is required.")),
+    };
+    Ok((name, settings))
+}
+
+fn name_taken(e: StoreError) -> ServiceError {
+    match e {
+        StoreError::Conflict { .. } => ServiceError::Conflict {
+            code: "name",
+            message: "Export setting with this name already exists.".into(),
+        },
+        other => other.into(),
+    }
+}
+
+/// `GET /export-settings/`: the form's saved settings (readers of its data may use them).
+pub async fn settings_list(
+    app: &App,
+    actor: &Actor,
+    uid: &str,
+) -> Result<Vec<KoboExportSettingRow>, ServiceError> {
+    let asset = kobo::asset(app, actor, uid).await?;
+    asset.require(Verb::SubmissionRead)?;
+    Ok(app.store.kobo_export_settings(asset.form.id).await?)
+}
+
+/// One saved setting of the form.
+pub async fn setting(
+    app: &App,
+    actor: &Actor,
+    uid: &str,
+    es: &str,
+) -> Result<KoboExportSettingRow, ServiceError> {
+    let asset = kobo::asset(app, actor, uid).await?;
+    asset.require(Verb::SubmissionRead)?;
+    app.store
+        .kobo_export_setting(es)
+        .await?
+        .filter(|r| r.form_id == asset.form.id)
+        .ok_or(ServiceError::NotFound)
+}
+
+/// `POST /export-settings/`: anyone who may export the data may save a setting; changing or
+/// deleting one takes its author or someone who may change the form.
+pub async fn settings_create(
+    app: &App,
+    actor: &Actor,
+    who: &UserRow,
+    uid: &str,
+    body: &Value,
+) -> Result<KoboExportSettingRow, ServiceError> {
+    let asset = kobo::asset(app, actor, uid).await?;
+    asset.require(Verb::SubmissionRead)?;
+    let (name, settings) = setting_body(body, None)?;
+    if app.store.kobo_export_settings(asset.form.id).await?.len() >= MAX_SETTINGS {
+        return Err(ServiceError::Conflict {
+            code: "export_settings.limit",
+            message: format!("A form keeps at most {MAX_SETTINGS} saved export settings."),
+        });
+    }
+    let row = app
+        .store
+        .create_kobo_export_setting(&NewKoboExportSetting {
+            uid: format!("es{}", &kobo::new_uid(b'x')?[1..]),
+            project_id: asset.project.id,
+            form_id: asset.form.id,
+            name,
+            settings,
+            created_by: Some(who.id),
+        })
+        .await
+        .map_err(name_taken)?;
+    super::audit::record(
+        app.store.as_ref(),
+        super::audit::actor_name(actor, Some(&who.username)),
+        "export_settings.create",
+        Some(format!("export_settings:{}", row.uid)),
+        json!({"project": asset.project.id, "form": asset.form.xml_form_id, "name": row.name}),
+    )
+    .await?;
+    Ok(row)
+}
+
+/// Its author, or someone who may change the form.
+async fn may_change(
+    app: &App,
+    actor: &Actor,
+    who: &UserRow,
+    uid: &str,
+    row: &KoboExportSettingRow,
+) -> Result<(), ServiceError> {
+    if row.created_by == Some(who.id) {
+        return Ok(());
+    }
+    kobo::asset(app, actor, uid)
+        .await?
+        .require(Verb::FormUpdate)
+}
+
+/// `PATCH /export-settings/{uid}/`: a new name and/or new settings.
+pub async fn settings_update(
+    app: &App,
+    actor: &Actor,
+    who: &UserRow,
+    uid: &str,
+    es: &str,
+    body: &Value,
+) -> Result<KoboExportSettingRow, ServiceError> {
+    let current = setting(app, actor, uid, es).await?;
+    may_change(app, actor, who, uid, &current).await?;
+    let (name, settings) = setting_body(body, Some(&current))?;
+    app.store
+        .update_kobo_export_setting(current.id, &name, &settings)
+        .await
+        .map_err(name_taken)?;
+    setting(app, actor, uid, es).await
+}
+
+/// `DELETE /export-settings/{uid}/`.
+pub async fn settings_delete(
+    app: &App,
+    actor: &Actor,
+    who: &UserRow,
+    uid: &str,
+    es: &str,
+) -> Result<(), ServiceError> {
+    let current = setting(app, actor, uid, es).await?;
+    may_change(app, actor, who, uid, &current).await?;
+    app.store.delete_kobo_export_setting(current.id).await?;
+    Ok(())
+}
+
+/// `GET /export-settings/{uid}/data.csv` and `data.xlsx`: the file of a saved setting, made
+/// while the request waits (Excel, Power BI and scripts point at these stable URLs). It is an
+/// ordinary export task of the caller underneath, so it is encrypted at rest, audited and
+/// expires like one; an identical file the caller got in the last 5 minutes is served again,
+/// older identical ones are deleted as they are superseded.
+pub async fn synchronous(
+    app: &App,
+    actor: &Actor,
+    who: &UserRow,
+    uid: &str,
+    es: &str,
+    kind: Kind,
+) -> Result<
+    (
+        String,
+        Kind,
+        impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static + use<>,
+    ),
+    ServiceError,
+> {
+    let row = setting(app, actor, uid, es).await?;
+    let mut body: Value = serde_json::from_str(&row.settings)
+        .map_err(|e| ServiceError::Internal(format!("saved export setting: {e}")))?;
+    if let Some(o) = body.as_object_mut() {
+        o.insert(
+            "type".into(),
+            json!(if kind == Kind::Csv { "csv" } else { "xls" }),
+        );
+    }
+    let normal = parse_settings(&body)?.1.to_string();
+    let now = fieldvault_store::now_ms();
+    let form_id = row.form_id;
+    let mut fresh = None;
+    for t in app.store.kobo_exports(form_id, who.id).await? {
+        if t.settings != normal {
+            continue;
+        }
+        match (t.status.as_str(), t.completed_at) {
+            ("complete", Some(done)) if now - done < SYNC_REUSE_MS && fresh.is_none() => {
+                fresh = Some(t.uid.clone());
+            }
+            ("complete" | "error", _) => delete(app, actor, who, uid, &t.uid).await?,
+            _ => {}
+        }
+    }
+    let euid = match fresh {
+        Some(e) => e,
+        None => {
+            let (task, _) = create(app, actor, who, uid, &body).await?;
+            let started = std::time::Instant::now();
+            loop {
+                let t = get(app, actor, who, uid, &task.uid).await?;
+                match t.status.as_str() {
+                    "complete" => break t.uid,
+                    "error" => {
+                        return Err(ServiceError::Invalid {
+                            code: "export.failed",
+                            message: t.error.unwrap_or_else(|| "The export failed.".into()),
+                        });
+                    }
+                    _ if started.elapsed() > SYNC_WAIT => {
+                        return Err(ServiceError::Busy {
+                            code: "export.pending",
+                            message: "The export is still being made; poll /exports/ or try \
+                                      again later."
+                                .into(),
+                        });
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+    };
+    download(app, actor, who, uid, &euid).await
 }
 
 /// Associated data of an export file.

@@ -9,6 +9,13 @@ macro_rules! kobo_export_cols {
     };
 }
 
+/// Column list of `kobo_export_settings`.
+macro_rules! kobo_setting_cols {
+    () => {
+        "id, uid, project_id, form_id, name, settings, created_by, created_at, updated_at"
+    };
+}
+
 /// The record query up to its WHERE clause.
 macro_rules! kobo_record_select {
     () => {
@@ -301,6 +308,83 @@ macro_rules! kobo_store_impl {
                 Ok(())
             }
 
+            async fn create_kobo_export_setting(
+                &self,
+                new: &$crate::NewKoboExportSetting,
+            ) -> Result<$crate::KoboExportSettingRow, $crate::StoreError> {
+                let now = $crate::now_ms();
+                Ok(sqlx::query_as(concat!(
+                    "INSERT INTO kobo_export_settings (uid, project_id, form_id, name, settings, \
+                     created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+                     RETURNING ",
+                    $crate::sql::kobo_setting_cols!()
+                ))
+                .bind(&new.uid)
+                .bind(new.project_id)
+                .bind(new.form_id)
+                .bind(&new.name)
+                .bind(&new.settings)
+                .bind(new.created_by)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn kobo_export_settings(
+                &self,
+                form_id: i64,
+            ) -> Result<Vec<$crate::KoboExportSettingRow>, $crate::StoreError> {
+                Ok(sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::sql::kobo_setting_cols!(),
+                    " FROM kobo_export_settings WHERE form_id = $1 ORDER BY id"
+                ))
+                .bind(form_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn kobo_export_setting(
+                &self,
+                uid: &str,
+            ) -> Result<Option<$crate::KoboExportSettingRow>, $crate::StoreError> {
+                Ok(sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::sql::kobo_setting_cols!(),
+                    " FROM kobo_export_settings WHERE uid = $1"
+                ))
+                .bind(uid)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn update_kobo_export_setting(
+                &self,
+                id: i64,
+                name: &str,
+                settings: &str,
+            ) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "UPDATE kobo_export_settings SET name = $1, settings = $2, updated_at = $3 \
+                     WHERE id = $4",
+                )
+                .bind(name)
+                .bind(settings)
+                .bind($crate::now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_kobo_export_setting(&self, id: i64) -> Result<(), $crate::StoreError> {
+                sqlx::query("DELETE FROM kobo_export_settings WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn redact(
                 &self,
                 rewrites: &[$crate::VersionRewrite],
@@ -354,4 +438,4 @@ macro_rules! kobo_store_impl {
     };
 }
 
-pub(crate) use {kobo_export_cols, kobo_record_select, kobo_store_impl};
+pub(crate) use {kobo_export_cols, kobo_record_select, kobo_setting_cols, kobo_store_impl};

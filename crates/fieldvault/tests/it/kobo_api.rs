@@ -480,6 +480,137 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
         assert_eq!(got, want);
     }
 
+    // Saved export settings and their synchronous files (Excel / Power BI URLs).
+    {
+        let as_alice =
+            |r: reqwest::RequestBuilder| r.header("Authorization", format!("Token {alice}"));
+        let settings = json!({"fields_from_all_versions": true, "group_sep": "/",
+            "hierarchy_in_labels": true, "lang": "_xml", "multiple_select": "summary",
+            "type": "csv"});
+        let (s, es) = json_of(
+            as_alice(c.post(data("/export-settings/")))
+                .json(&json!({"name": "Weekly", "export_settings": settings}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 201, "{es}");
+        let es_uid = es["uid"].as_str().unwrap().to_owned();
+        assert!(es_uid.starts_with("es"), "{es}");
+        assert_eq!(es["export_settings"]["multiple_select"], "summary");
+        // A second setting of the same name, one without export_settings, and a viewer's: refused.
+        let (s, v) = json_of(
+            as_alice(c.post(data("/export-settings/")))
+                .json(&json!({"name": "Weekly", "export_settings": settings}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 409, "{v}");
+        let (s, v) = json_of(
+            as_alice(c.post(data("/export-settings/")))
+                .json(&json!({"name": "Other"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 400, "{v}");
+        // A viewer may save a setting of their own, but not change or delete someone else's.
+        let as_viewer =
+            |r: reqwest::RequestBuilder| r.header("Authorization", format!("Token {bobt}"));
+        let (s, mine) = json_of(
+            as_viewer(c.post(data("/export-settings/")))
+                .json(&json!({"name": "Mine", "export_settings": settings}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 201, "{mine}");
+        let r = as_viewer(c.delete(data(&format!("/export-settings/{es_uid}/"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let r = as_viewer(c.delete(data(&format!(
+            "/export-settings/{}/",
+            mine["uid"].as_str().unwrap()
+        ))))
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 204);
+        // The viewer may list and download.
+        let (s, list) = json_of(
+            as_viewer(c.get(data("/export-settings/")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((s, list["count"].as_u64()), (200, Some(1)), "{list}");
+        let csv_url = list["results"][0]["data_url_csv"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = as_viewer(c.get(&csv_url)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()[reqwest::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/csv")
+        );
+        let text = r.text().await.unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[0].starts_with("name;age;grp/pet;grp/langs;grp/photo;_id"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].starts_with(ROWS[0].0), "{}", lines[1]);
+        // Within five minutes the same file is served again: no second task.
+        let r = as_viewer(c.get(&csv_url)).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), text);
+        let (_, tasks) = json_of(as_viewer(c.get(data("/exports/"))).send().await.unwrap()).await;
+        assert_eq!(tasks["count"], 1, "{tasks}");
+        // XLSX from the same setting, with the repeat sheet.
+        let r = as_alice(c.get(list["results"][0]["data_url_xlsx"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let bytes = r.bytes().await.unwrap();
+        {
+            use calamine::{Reader as _, Xlsx};
+            let mut wb: Xlsx<_> = Xlsx::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+            assert_eq!(wb.sheet_names(), ["Data", "rep"]);
+            assert_eq!(wb.worksheet_range("Data").unwrap().rows().count(), 4);
+        }
+        // Renamed, then deleted.
+        let (s, v) = json_of(
+            as_alice(c.patch(data(&format!("/export-settings/{es_uid}/"))))
+                .json(&json!({"name": "Daily"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((s, v["name"].as_str()), (200, Some("Daily")), "{v}");
+        assert_eq!(v["export_settings"]["type"], "csv");
+        let r = as_alice(c.delete(data(&format!("/export-settings/{es_uid}/"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        let r = as_viewer(c.get(&csv_url)).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+    }
+
     // Errors in KoboToolbox's shape.
     let (s, v) = json_of(
         c.get(data("/data/?query=%7Bnope"))
@@ -680,7 +811,8 @@ async fn kobotoolbox_client_reads_filters_exports_and_redaction_leaves_no_trace(
         (Some(2), Some(4))
     );
     assert_eq!(done["attachments"], 1);
-    assert_eq!(done["exportsDeleted"], 2);
+    // The client's two exports, and the two files the saved setting's URLs produced.
+    assert_eq!(done["exportsDeleted"], 4);
     let (_, red) = json_of(
         as_alice(c.get(data(&format!("/data/{}/", ids[0]))))
             .send()

@@ -125,6 +125,17 @@ pub async fn download(
     let euid = p.euid.as_deref().unwrap_or_default();
     let (name, kind, stream) =
         kobo_export::download(&app, &who.actor, &who.user, &p.uid, euid).await?;
+    Ok(file_response(&name, kind, stream))
+}
+
+/// An export file as a download (the stream decrypts as it goes).
+pub(super) fn file_response(
+    name: &str,
+    kind: Kind,
+    stream: impl futures_util::Stream<Item = Result<bytes::Bytes, fieldvault_store::StoreError>>
+    + Send
+    + 'static,
+) -> Response {
     let mut resp = Body::from_stream(stream).into_response();
     let ct = match kind {
         Kind::Csv => "text/csv; charset=utf-8",
@@ -147,5 +158,5 @@ pub async fn download(
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
+    resp
 }

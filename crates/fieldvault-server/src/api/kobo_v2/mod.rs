@@ -8,6 +8,7 @@
 mod assets;
 mod content;
 mod data;
+mod export_settings;
 mod exports;
 
 use axum::body::Body;
@@ -77,6 +78,24 @@ pub fn routes() -> Router<App> {
     add(
         "/api/v2/assets/{uid}/exports/{euid}/download",
         get(exports::download),
+    );
+    add(
+        "/api/v2/assets/{uid}/export-settings",
+        get(export_settings::list).post(export_settings::create),
+    );
+    add(
+        "/api/v2/assets/{uid}/export-settings/{es}",
+        get(export_settings::detail)
+            .patch(export_settings::update)
+            .delete(export_settings::remove),
+    );
+    add(
+        "/api/v2/assets/{uid}/export-settings/{es}/data.csv",
+        get(export_settings::data_csv),
+    );
+    add(
+        "/api/v2/assets/{uid}/export-settings/{es}/data.xlsx",
+        get(export_settings::data_xlsx),
     );
     r
 }
