@@ -620,7 +620,9 @@ impl Report {
             );
             if let Some(ms) = c.kobo_page_ms {
                 row(
-                    format!("{at}: KoboToolbox `/data/?limit=1000` page (counts all rows), once"),
+                    format!(
+                        "{at}: KoboToolbox `/data/?limit=1000` first page (count from the index), once"
+                    ),
                     ms,
                     "ms",
                     Some(ms / PAGE_P50_TARGET_MS),

@@ -1125,7 +1125,7 @@ async fn produce(
     app.store
         .finish_kobo_export(task.id, "processing", None, None)
         .await?;
-    let flat = Flattener::new(app, asset, "").await?;
+    let flat = Arc::new(Flattener::new(app, asset, "").await?);
     let schema = if s.fields_from_all_versions {
         flat.schema().clone()
     } else {
@@ -1140,10 +1140,10 @@ async fn produce(
     };
     let mut header: Vec<String> = cols.iter().map(|c| c.header.clone()).collect();
     header.push("_index".into());
-    let query = match &s.query {
+    let query = Arc::new(match &s.query {
         Some(q) => Query::parse(q).map_err(|e| bad("query", e.to_string()))?,
         None => Query::all(),
-    };
+    });
     let mut out = match s.kind {
         Kind::Csv => {
             let buf = Shared::default();
@@ -1177,24 +1177,30 @@ async fn produce(
     let mut scan = Scan::new(asset);
     let mut index = 0u64;
     let produced: Result<(), ServiceError> = async {
-        while let Some(batch) = scan.next(app).await? {
-            for rec in &batch {
-                if !s.submission_ids.is_empty() && !s.submission_ids.contains(&rec.id) {
-                    continue;
+        while let Some(mut batch) = scan.next(app).await? {
+            if !s.submission_ids.is_empty() {
+                batch.retain(|rec| s.submission_ids.contains(&rec.id));
+            }
+            let matched = if early {
+                let mut out = Vec::new();
+                for rec in batch {
+                    let mut doc = flat.doc(&rec)?;
+                    flat.attach(app, &rec, &mut doc).await?;
+                    if query.matches(&doc) {
+                        out.push((doc, rec));
+                    }
                 }
-                let mut doc = flat.doc(rec)?;
-                if early {
-                    flat.attach(app, rec, &mut doc).await?;
-                }
-                if !query.matches(&doc) {
-                    continue;
-                }
+                out
+            } else {
+                kobo::decode_matching(&flat, &query, batch).await?
+            };
+            for (doc, _) in &matched {
                 index += 1;
-                out.write(row(&cols, &doc, index))?;
+                out.write(row(&cols, doc, index))?;
                 if let Out::Xlsx(x) = &mut out
                     && !sheets.is_empty()
                 {
-                    repeat_rows(&sheets, &doc, index, &mut counters, &mut |i, cells| {
+                    repeat_rows(&sheets, doc, index, &mut counters, &mut |i, cells| {
                         x.write(i + 1, cells)
                     })?;
                 }
