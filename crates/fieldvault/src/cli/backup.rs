@@ -607,6 +607,7 @@ mod tests {
     fn times_to_the_minute_or_rfc3339() {
         assert_eq!(super::parse_utc("1970-01-01T00:01Z").unwrap(), 60_000);
         assert_eq!(super::parse_utc("1970-01-01T00:00:02Z").unwrap(), 2_000);
+        assert_eq!(super::parse_utc("1970-01-01T00:00:02.500Z").unwrap(), 2_500);
         assert!(super::parse_utc("yesterday").is_err());
     }
 }

@@ -135,12 +135,14 @@ async fn wait_for_shipment(srv: &Server, after: f64) {
     }
 }
 
-/// A time after every mark of what was just written and before anything written next: the
-/// marks come within a second of a change, and the time is truncated to the second.
-async fn note_the_time() -> String {
-    tokio::time::sleep(Duration::from_millis(2300)).await;
-    let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+/// A time after every mark of what was just written and before anything written next. It waits
+/// for a shipment more than a second after now: the server writes a mark just before each
+/// shipment, so a mark after the last change is on the target, and the time is taken after it
+/// (to the millisecond). No fixed sleep: on a loaded machine a mark can come late.
+async fn note_the_time(srv: &Server) -> String {
+    wait_for_shipment(srv, unix_now()).await;
+    let t = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     t
 }
 
@@ -236,7 +238,7 @@ async fn embedded_point_in_time_recovery_keeps_only_the_earlier_batch() {
     for id in &a {
         assert_eq!(post(&base, id).await, Ok(201), "{id}");
     }
-    let t = note_the_time().await;
+    let t = note_the_time(&srv).await;
     for id in &b {
         assert_eq!(post(&base, id).await, Ok(201), "{id}");
     }
@@ -337,7 +339,7 @@ async fn one_project_is_recovered_into_the_live_server_while_submissions_arrive(
     for id in &a {
         assert_eq!(post(&damaged, id).await, Ok(201), "{id}");
     }
-    let t = note_the_time().await;
+    let t = note_the_time(&srv).await;
     // The damage: two of batch A deleted, batch B arrives.
     let b = ids("b", 4);
     for id in &b {
