@@ -508,8 +508,33 @@ async fn kobo_export(
     .await?;
     let euid = task["uid"].as_str().context("export task has no uid")?;
     let status_url = format!("{url}{euid}/");
+    // Polled as a well-behaved client does: often at first (a small export is done in a fraction
+    // of a second), then less (a 1 M-row one takes a minute and must not spend the account's
+    // request budget), and after a 429 only once its Retry-After has passed.
+    let mut pause = Duration::from_millis(20);
     let result = loop {
-        let s = get_json(client, &status_url, &[]).await?;
+        let resp = client
+            .get(&status_url)
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .context("polling the export")?;
+        if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let wait = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            continue;
+        }
+        let s: serde_json::Value = resp
+            .error_for_status()
+            .context("polling the export")?
+            .json()
+            .await
+            .context("polling the export")?;
         match s["status"].as_str() {
             Some("complete") => break s["result"].as_str().map(str::to_owned),
             Some("error") => bail!("{kind} export failed: {}", s["messages"]),
@@ -518,7 +543,8 @@ async fn kobo_export(
         if t.elapsed() > READ_TIMEOUT {
             bail!("{kind} export did not complete in {READ_TIMEOUT:?}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     };
     let secs = t.elapsed().as_secs_f64();
     let result = result.context("complete export has no result URL")?;
