@@ -564,21 +564,7 @@ pub async fn data(
     let flat = std::sync::Arc::new(flat);
     let query = std::sync::Arc::new(req.query.clone());
     while let Some(batch) = scan.next(app).await? {
-        let matched = if early {
-            // The filter names attachments: their lists are read (from the store) per record.
-            let mut out = Vec::new();
-            for rec in batch {
-                let mut doc = flat.doc(&rec)?;
-                flat.attach(app, &rec, &mut doc).await?;
-                if query.matches(&doc) {
-                    out.push((doc, rec));
-                }
-            }
-            out
-        } else {
-            decode_matching(&flat, &query, batch).await?
-        };
-        for (doc, mut rec) in matched {
+        for (doc, mut rec) in scan_matching(app, &flat, &query, batch, early).await? {
             count += 1;
             if by_id && (count <= req.start || page.len() >= req.limit) {
                 continue;
@@ -603,9 +589,33 @@ pub async fn data(
     finish_page(app, &flat, page, early, fields, count).await
 }
 
+/// The records of a batch that match `query`, with their flat documents, in order. When the
+/// filter names `_attachments` (`early`), each record's list is read from the store before
+/// matching; otherwise the batch is decoded and filtered on all cores.
+pub(crate) async fn scan_matching(
+    app: &App,
+    flat: &std::sync::Arc<Flattener>,
+    query: &std::sync::Arc<Query>,
+    batch: Vec<KoboRecord>,
+    early: bool,
+) -> Result<Vec<(Map<String, Value>, KoboRecord)>, ServiceError> {
+    if !early {
+        return decode_matching(flat, query, batch).await;
+    }
+    let mut out = Vec::new();
+    for rec in batch {
+        let mut doc = flat.doc(&rec)?;
+        flat.attach(app, &rec, &mut doc).await?;
+        if query.matches(&doc) {
+            out.push((doc, rec));
+        }
+    }
+    Ok(out)
+}
+
 /// Decrypts, flattens and filters a batch on all cores (the blocking pool), in order: the
 /// scan's cost is AES-GCM and XML parsing per row, not the database read.
-pub(crate) async fn decode_matching(
+async fn decode_matching(
     flat: &std::sync::Arc<Flattener>,
     query: &std::sync::Arc<Query>,
     batch: Vec<KoboRecord>,

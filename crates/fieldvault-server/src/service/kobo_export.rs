@@ -610,7 +610,12 @@ pub async fn synchronous(
             ("complete", Some(done)) if now - done < SYNC_REUSE_MS && fresh.is_none() => {
                 fresh = Some(t.uid.clone());
             }
-            ("complete" | "error", _) => delete(app, actor, who, uid, &t.uid).await?,
+            ("complete" | "error", _) => {
+                if let Some(b) = &t.blob_name {
+                    app.blobs.delete(b).await?;
+                }
+                app.store.delete_kobo_export(t.id).await?;
+            }
             _ => {}
         }
     }
@@ -619,8 +624,14 @@ pub async fn synchronous(
         None => {
             let (task, _) = create(app, actor, who, uid, &body).await?;
             let started = std::time::Instant::now();
+            // The task's row alone is watched (access was checked above), more rarely as it goes.
+            let mut pause = Duration::from_millis(20);
             loop {
-                let t = get(app, actor, who, uid, &task.uid).await?;
+                let t = app
+                    .store
+                    .kobo_export(&task.uid)
+                    .await?
+                    .ok_or(ServiceError::NotFound)?;
                 match t.status.as_str() {
                     "complete" => break t.uid,
                     "error" => {
@@ -637,7 +648,10 @@ pub async fn synchronous(
                                 .into(),
                         });
                     }
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                    _ => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(500));
+                    }
                 }
             }
         }
@@ -1181,20 +1195,7 @@ async fn produce(
             if !s.submission_ids.is_empty() {
                 batch.retain(|rec| s.submission_ids.contains(&rec.id));
             }
-            let matched = if early {
-                let mut out = Vec::new();
-                for rec in batch {
-                    let mut doc = flat.doc(&rec)?;
-                    flat.attach(app, &rec, &mut doc).await?;
-                    if query.matches(&doc) {
-                        out.push((doc, rec));
-                    }
-                }
-                out
-            } else {
-                kobo::decode_matching(&flat, &query, batch).await?
-            };
-            for (doc, _) in &matched {
+            for (doc, _) in &kobo::scan_matching(app, &flat, &query, batch, early).await? {
                 index += 1;
                 out.write(row(&cols, doc, index))?;
                 if let Out::Xlsx(x) = &mut out
