@@ -287,6 +287,10 @@ async fn run(bin: &Path, scratch_parent: &Path, opts: &Options) -> anyhow::Resul
             None
         }
     };
+    if std::env::var_os("FIELDVAULT_BENCH_KEEP").is_some() {
+        // For profiling the reads by hand afterwards (user `bench`, project and form `bench`).
+        eprintln!("  data: kept the store in {}", dir.keep().display());
+    }
     Ok(BigData {
         checkpoints,
         exports,

@@ -459,6 +459,39 @@ impl CsvLayout {
     }
 }
 
+impl CsvLayout {
+    /// Whether [`Self::discover`] would change the layout for `inst`: most submissions fit the
+    /// form, and a discovery pass asks this on every core before handing on the few that do not.
+    pub fn would_grow(&self, inst: &Instance) -> bool {
+        let how = Discover {
+            add: self.options.deleted_fields || !self.declared,
+            split: self.options.split_select_multiples,
+        };
+        grows(&self.tree, &inst.root, how)
+    }
+}
+
+/// The read-only twin of [`discover_into`]: true where it would add or change a node.
+fn grows(tree: &[LNode], el: &Element, how: Discover) -> bool {
+    el.children.iter().any(|child| {
+        let has_children = !child.children.is_empty();
+        let Some(node) = tree.iter().find(|n| n.name == child.name) else {
+            return how.add;
+        };
+        let repeated = || el.children_named(&child.name).nth(1).is_some();
+        match &node.kind {
+            LKind::Leaf(_) if has_children => true,
+            LKind::Group(_) if has_children && repeated() => true,
+            LKind::Group(c) | LKind::Repeat(c) => grows(c, child, how),
+            LKind::Leaf(FieldType::Select) if how.split => child
+                .trimmed_text()
+                .split_whitespace()
+                .any(|opt| !node.seen.iter().any(|s| s == opt)),
+            LKind::Leaf(_) => false,
+        }
+    })
+}
+
 /// What a discovery pass does besides following known structure.
 #[derive(Debug, Clone, Copy)]
 struct Discover {
@@ -611,6 +644,8 @@ fn cells_of(
                     for i in 0..GEO_PARTS.len() {
                         out.push(parts.get(i).copied().unwrap_or_default().to_owned());
                     }
+                } else if n.seen.is_empty() {
+                    out.push(text);
                 } else {
                     let chosen: Vec<&str> = text.split_whitespace().collect();
                     for opt in &n.seen {

@@ -10,6 +10,7 @@
 pub mod audit_chain;
 pub mod backup;
 pub mod blob;
+pub mod bulk_read;
 pub mod change_journal;
 pub mod data;
 pub mod error;
@@ -40,6 +41,7 @@ use fieldvault_core::{ProjectId, UserId};
 
 pub use audit_chain::{AuditRow, AuditStore, NewAudit};
 pub use blob::{BlobSettings, BlobStore};
+pub use bulk_read::{BulkReadStore, PageReader};
 pub use data::{Cursor, DataStore, Deleted, PageQuery, Purged, SubmissionRecord};
 pub use error::StoreError;
 pub use forms::{
@@ -102,6 +104,7 @@ pub trait Store:
     + LifecycleStore
     + LimitStore
     + LeaderStore
+    + BulkReadStore
     + Send
     + Sync
     + 'static

@@ -60,6 +60,9 @@ crate::sql::data_store_impl!(PgStore, "BEGIN");
 crate::sql::lifecycle_store_impl!(PgStore, "BEGIN");
 crate::sql::limit_store_impl!(PgStore, "BEGIN");
 
+/// Rows come over the pool: the server reads them on cores of its own.
+impl crate::BulkReadStore for PgStore {}
+
 #[async_trait::async_trait]
 impl crate::LeaderStore for PgStore {
     async fn try_lead(&self, name: &str) -> Result<Option<crate::Leadership>, StoreError> {

@@ -20,6 +20,8 @@ pub struct SqliteStore {
     /// The intake writer's own connection, taken out of the pool on first use (see
     /// [`SqliteStore::ingest_batch`]).
     intake: tokio::sync::Mutex<Option<sqlx::SqliteConnection>>,
+    /// For opening blocking bulk readers ([`crate::bulk_read`]).
+    source: crate::bulk_read::SqliteSource,
 }
 
 impl SqliteStore {
@@ -63,6 +65,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             intake: tokio::sync::Mutex::new(None),
+            source: crate::bulk_read::SqliteSource::new(path, db_key),
         })
     }
 
@@ -151,6 +154,16 @@ crate::sql::project_key_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
 crate::sql::data_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
 crate::sql::lifecycle_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
 crate::sql::limit_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
+
+impl crate::BulkReadStore for SqliteStore {
+    fn page_reader(&self) -> Option<Result<Box<dyn crate::PageReader>, StoreError>> {
+        Some(
+            self.source
+                .open()
+                .map(|r| Box::new(r) as Box<dyn crate::PageReader>),
+        )
+    }
+}
 
 #[async_trait::async_trait]
 impl crate::LeaderStore for SqliteStore {

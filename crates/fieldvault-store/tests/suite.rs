@@ -1817,6 +1817,7 @@ async fn submission_data(settings: StorageSettings) {
             .len(),
         5
     );
+    bulk_reader_agrees_with_pages(store.as_ref(), fi).await;
     store.set_submission_deleted(one_id, None).await.unwrap();
     assert!(matches!(
         store.set_submission_deleted(one_id, None).await,
@@ -1872,6 +1873,62 @@ async fn submission_data(settings: StorageSettings) {
 }
 
 /// Account lifecycle: invites, reset links, flags, browser sessions, account deletion.
+/// The embedded store's blocking reader returns what the pooled pages return, for every deletion
+/// mode, and cuts ranges exactly at the cursors it reports (PostgreSQL has no reader).
+async fn bulk_reader_agrees_with_pages(store: &dyn fieldvault_store::Store, fi: i64) {
+    let Some(reader) = store.page_reader() else {
+        assert_eq!(store.backend(), fieldvault_store::Backend::Postgres);
+        return;
+    };
+    let mut reader = reader.unwrap();
+    for deleted in [Deleted::Exclude, Deleted::Only, Deleted::Include] {
+        let q = PageQuery {
+            form_id: fi,
+            deleted,
+            after: Cursor::START,
+            limit: 100,
+            with_xml: true,
+        };
+        let pages = store.submission_page(&q).await.unwrap();
+        let read = reader.range(&q, None).unwrap();
+        let ids = |rs: &[fieldvault_store::SubmissionRecord]| {
+            rs.iter()
+                .map(|r| (r.id, r.version_id, r.edits, r.xml_sealed.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&read), ids(&pages), "{deleted:?}");
+        assert!(read.iter().all(|r| !r.xml_sealed.is_empty()));
+        for n in 1..=pages.len() {
+            let at = reader
+                .cursor_after(&PageQuery {
+                    limit: n as i64,
+                    ..q
+                })
+                .unwrap();
+            assert_eq!(at, Some(pages[n - 1].cursor()), "{deleted:?} row {n}");
+            // A range from the start to that cursor holds exactly the first n rows.
+            let upto = reader.range(&q, at).unwrap();
+            assert_eq!(ids(&upto), ids(&pages[..n]));
+        }
+        let past = PageQuery {
+            limit: pages.len() as i64 + 1,
+            ..q
+        };
+        assert_eq!(reader.cursor_after(&past).unwrap(), None);
+        let meta = reader
+            .range(
+                &PageQuery {
+                    with_xml: false,
+                    ..q
+                },
+                None,
+            )
+            .unwrap();
+        assert!(meta.iter().all(|r| r.xml_sealed.is_empty()));
+        assert_eq!(meta.len(), pages.len());
+    }
+}
+
 async fn lifecycle(settings: StorageSettings) {
     use fieldvault_store::NewInvite;
     let opened = open(&settings, true).await.unwrap();

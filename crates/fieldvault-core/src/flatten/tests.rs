@@ -343,3 +343,69 @@ fn csv_options_like_central() {
         ["", "", ""]
     );
 }
+
+/// `would_grow` answers exactly what `discover` would do, for every kind of change.
+#[test]
+fn would_grow_agrees_with_discover() {
+    let s = census();
+    let check = |layout: &CsvLayout, inst: &Instance| {
+        let mut grown = layout.clone();
+        grown.discover(inst).unwrap();
+        let changed = grown.tables() != layout.tables() || grown.discovered != layout.discovered;
+        assert_eq!(layout.would_grow(inst), changed, "{:?}", inst.root_name());
+        grown
+    };
+    // The submission has fields no version declares: it grows the form's layout, and once
+    // discovered, the same submission changes nothing.
+    let layout = CsvLayout::new(Some(&s));
+    let grown = check(&layout, &inst());
+    assert!(layout.would_grow(&inst()));
+    check(&grown, &inst());
+    // Without them it fits the form as it is.
+    let fitting = SUBMISSION
+        .replace("<legacy>kept</legacy>", "")
+        .replace("<old_note>x</old_note>", "");
+    let fitting = parse_instance(fitting.as_bytes(), 1 << 20).unwrap();
+    assert!(!check(&layout, &fitting).would_grow(&fitting));
+    // deletedFields=false adds nothing the form lacks.
+    let declared_only = CsvLayout::with_options(
+        Some(&s),
+        CsvOptions {
+            deleted_fields: false,
+            ..CsvOptions::default()
+        },
+    );
+    check(&declared_only, &inst());
+    // A select-multiple option not seen yet grows a split layout, and only that.
+    let split = CsvLayout::with_options(
+        Some(&s),
+        CsvOptions {
+            split_select_multiples: true,
+            ..CsvOptions::default()
+        },
+    );
+    let split = check(&split, &fitting);
+    let other = parse_instance(
+        SUBMISSION
+            .replace("<legacy>kept</legacy>", "")
+            .replace("<old_note>x</old_note>", "")
+            .replace("radio phone", "phone bicycle")
+            .as_bytes(),
+        1 << 20,
+    )
+    .unwrap();
+    assert!(split.would_grow(&other));
+    check(&split, &other);
+    // A declared leaf arriving with children, and a group arriving twice, change the structure.
+    let nested = parse_instance(
+        SUBMISSION
+            .replace("<age>41</age>", "<age><y>41</y></age>")
+            .as_bytes(),
+        1 << 20,
+    )
+    .unwrap();
+    check(&declared_only, &nested);
+    assert!(declared_only.would_grow(&nested));
+    // Without a form every leaf is new.
+    check(&CsvLayout::new(None), &fitting);
+}

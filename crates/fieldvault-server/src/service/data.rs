@@ -18,7 +18,7 @@ use fieldvault_core::{Actor, ProjectId, Resource, Verb, authorize};
 use fieldvault_crypto::Key256;
 use fieldvault_store::submissions::xml_aad;
 use fieldvault_store::{
-    Cursor, Deleted, FormRow, PageQuery, ProjectRow, StoreError, SubmissionRecord,
+    Cursor, Deleted, FormRow, PageQuery, ProjectRow, Store, StoreError, SubmissionRecord,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -167,8 +167,40 @@ pub fn stream<T: Send + 'static>(
     let store = app.store.clone();
     let key = fd.key.clone();
     let (project_id, form_id) = (fd.project.id, fd.form.id);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     tokio::spawn(async move {
+        // The embedded store reads on blocking threads, every core reading and decrypting
+        // chunks of its own; other backends page through the pool below.
+        let probe = store.clone();
+        match tokio::task::spawn_blocking(move || probe.page_reader()).await {
+            Ok(Some(Ok(reader))) => {
+                super::data_scan::run(store, reader, key, project_id, form_id, sel, map, tx).await;
+            }
+            Ok(Some(Err(e))) => {
+                let _ = tx.send(Err(e.into())).await;
+            }
+            Ok(None) => pooled(store, key, project_id, form_id, sel, map, tx).await,
+            Err(e) => {
+                let _ = tx
+                    .send(Err(ServiceError::Internal(format!("bulk reader: {e}"))))
+                    .await;
+            }
+        }
+    });
+    rx
+}
+
+/// The pipeline over the pool: pages read through the store, decrypted on the blocking pool.
+async fn pooled<T: Send + 'static>(
+    store: Arc<dyn Store>,
+    key: Arc<Key256>,
+    project_id: i64,
+    form_id: i64,
+    sel: Selection,
+    map: MapFn<T>,
+    tx: mpsc::Sender<Item<T>>,
+) {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    {
         let now = fieldvault_store::now_ms();
         let mut after = sel.after;
         let mut skip = sel.skip;
@@ -293,14 +325,13 @@ pub fn stream<T: Send + 'static>(
                 }
             }
         }
-    });
-    rx
+    }
 }
 
 type MapRef<'a, T> =
     &'a (dyn Fn(&SubmissionRecord, Option<&Instance>) -> Result<T, ServiceError> + Send + Sync);
 
-fn decode<T>(
+pub(super) fn decode<T>(
     key: &Key256,
     project_id: i64,
     form_id: i64,

@@ -147,11 +147,16 @@ async fn layout(
     options: CsvOptions,
 ) -> Result<CsvLayout, ServiceError> {
     let mut layout = CsvLayout::with_options(fd.schema.as_deref(), options);
+    // The decrypting cores hand on only the submissions that change the form's own layout (the
+    // few with fields of no published version), not a copy of every one.
+    let base = Arc::new(layout.clone());
     let mut rx = data::stream(
         app,
         fd,
         sel.clone(),
-        Arc::new(|_r, inst: Option<&Instance>| Ok(inst.cloned())),
+        Arc::new(move |_r, inst: Option<&Instance>| {
+            Ok(inst.filter(|i| base.would_grow(i)).cloned())
+        }),
     );
     while let Some(item) = rx.recv().await {
         if let (_, Some(inst)) = item? {

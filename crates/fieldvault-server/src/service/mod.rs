@@ -9,6 +9,7 @@ pub mod budget;
 pub mod console;
 pub mod context;
 pub mod data;
+mod data_scan;
 pub mod encryption;
 pub mod export;
 pub mod forms;
