@@ -40,6 +40,10 @@ pub fn parse_instance(bytes: &[u8], max_bytes: usize) -> Result<Instance, CoreEr
 }
 
 impl Instance {
+    pub(crate) fn from_root(root: Element) -> Self {
+        Self { root }
+    }
+
     /// The document element.
     pub(crate) fn root(&self) -> &Element {
         &self.root
@@ -468,6 +472,30 @@ impl CsvLayout {
             split: self.options.split_select_multiples,
         };
         grows(&self.tree, &inst.root, how)
+    }
+}
+
+impl CsvLayout {
+    /// Whether every submission that fits `def` (adds nothing to the layout of `def` alone) adds
+    /// nothing to this layout either: then a form whose current versions all fit their own
+    /// definitions, each covered here, needs no discovery pass. Never true when select-multiples
+    /// are split (their columns come from the answers).
+    pub fn covers(&self, def: &FormSchema) -> bool {
+        fn covered(def: &[Node], tree: &[LNode]) -> bool {
+            def.iter().all(|d| {
+                let Some(n) = tree.iter().find(|n| n.name == d.name) else {
+                    return false;
+                };
+                match (&d.kind, &n.kind) {
+                    // A fitting leaf has no children, and adds nothing to a node of any kind.
+                    (NodeKind::Field { .. }, _) => true,
+                    (NodeKind::Group(c), LKind::Group(t) | LKind::Repeat(t))
+                    | (NodeKind::Repeat(c), LKind::Repeat(t)) => covered(c, t),
+                    _ => false,
+                }
+            })
+        }
+        !self.options.split_select_multiples && covered(&def.children, &self.tree)
     }
 }
 

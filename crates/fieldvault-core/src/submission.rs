@@ -83,22 +83,43 @@ pub fn parse_submission_with_attachments(
     max_bytes: usize,
     binary_fields: &[String],
 ) -> Result<(SubmissionMeta, Vec<String>), CoreError> {
+    let (meta, inst) = parse_submission_instance(bytes, max_bytes)?;
+    let names = attachment_names(&meta, &inst, binary_fields);
+    Ok((meta, names))
+}
+
+/// [`parse_submission`] that also keeps the parsed document, so intake can name attachments and
+/// check the answers' shape against the form from one parse.
+pub fn parse_submission_instance(
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<(SubmissionMeta, crate::Instance), CoreError> {
     let root = parse_document(bytes, max_bytes, FIELD)?;
     let meta = meta_of(&root)?;
-    let names = match &meta.encrypted {
+    Ok((meta, crate::Instance::from_root(root)))
+}
+
+/// The attachment names a submission expects: an encrypted envelope's files, or the values of a
+/// plaintext submission's binary fields (see [`parse_submission_with_attachments`]).
+pub fn attachment_names(
+    meta: &SubmissionMeta,
+    inst: &crate::Instance,
+    binary_fields: &[String],
+) -> Vec<String> {
+    match &meta.encrypted {
         Some(_) => meta
             .expected_encrypted_files()
             .into_iter()
             .map(str::to_owned)
             .collect(),
+        None if binary_fields.is_empty() => Vec::new(),
         None => {
             let mut names = Vec::new();
             let mut path = Vec::new();
-            collect_binary_values(&root, &mut path, binary_fields, &mut names);
+            collect_binary_values(inst.root(), &mut path, binary_fields, &mut names);
             names
         }
-    };
-    Ok((meta, names))
+    }
 }
 
 fn collect_binary_values<'a>(

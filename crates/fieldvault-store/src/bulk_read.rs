@@ -20,7 +20,7 @@ use rusqlite::{Connection, OpenFlags, Row, params};
 use zeroize::Zeroizing;
 
 use crate::data::Deleted;
-use crate::{Cursor, PageQuery, StoreError, SubmissionRecord};
+use crate::{Cursor, KoboRecord, PageQuery, StoreError, SubmissionRecord};
 
 /// Backends that can read a form's rows on a blocking thread, without the async pool.
 pub trait BulkReadStore: Send + Sync {
@@ -44,6 +44,15 @@ pub trait PageReader: Send {
         q: &PageQuery,
         until: Option<Cursor>,
     ) -> Result<Vec<SubmissionRecord>, StoreError>;
+
+    /// What [`crate::KoboStore::kobo_records`] returns: live records after `after_id` in id
+    /// order, at most `limit`.
+    fn kobo_records(
+        &mut self,
+        form_id: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<KoboRecord>, StoreError>;
 }
 
 /// Where and how to open the embedded database again (kept by the SQLite store).
@@ -171,6 +180,45 @@ impl PageReader for SqliteReader {
             .map_err(backend)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(backend)
     }
+
+    fn kobo_records(
+        &mut self,
+        form_id: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<KoboRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(concat!(
+                crate::sql::kobo_record_select!(),
+                "WHERE s.form_id = ?1 AND s.deleted_at IS NULL AND s.id > ?2 \
+                 ORDER BY s.id LIMIT ?3"
+            ))
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![form_id, after_id, limit.max(0)], kobo_record)
+            .map_err(backend)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+    }
+}
+
+/// A row of `kobo_record_select!`, its columns read by position (checked by a test).
+fn kobo_record(r: &Row<'_>) -> rusqlite::Result<KoboRecord> {
+    Ok(KoboRecord {
+        id: r.get(0)?,
+        root_instance_id: r.get(1)?,
+        encrypted: r.get(2)?,
+        created_at: r.get(3)?,
+        submitted_by: r.get(4)?,
+        validation_status: r.get(5)?,
+        validation_by: r.get(6)?,
+        validation_at: r.get(7)?,
+        version_id: r.get(8)?,
+        instance_id: r.get(9)?,
+        form_version: r.get(10)?,
+        form_def_id: r.get(11)?,
+        xml_sealed: r.get(12)?,
+    })
 }
 
 /// A row of `record_select!` as a record, its columns read by position (a lookup by name compares
@@ -228,6 +276,23 @@ mod tests {
         "xml_sealed",
     ];
 
+    /// The columns of `kobo_record_select!`, in the order [`kobo_record`] reads them.
+    const KOBO_COLUMNS: [&str; 13] = [
+        "id",
+        "root_instance_id",
+        "encrypted",
+        "created_at",
+        "submitted_by",
+        "validation_status",
+        "validation_by",
+        "validation_at",
+        "version_id",
+        "instance_id",
+        "form_version",
+        "form_def_id",
+        "xml_sealed",
+    ];
+
     #[test]
     fn record_columns_are_in_the_order_record_reads_them() {
         let conn = Connection::open_in_memory().expect("in-memory database");
@@ -245,5 +310,8 @@ mod tests {
         let sql = concat!(crate::sql::record_select!("v.xml_sealed"), "WHERE s.id = 1");
         let stmt = conn.prepare(sql).expect("record_select! prepares");
         assert_eq!(stmt.column_names(), RECORD_COLUMNS);
+        let sql = concat!(crate::sql::kobo_record_select!(), "WHERE s.id = 1");
+        let stmt = conn.prepare(sql).expect("kobo_record_select! prepares");
+        assert_eq!(stmt.column_names(), KOBO_COLUMNS);
     }
 }

@@ -151,6 +151,10 @@ pub trait DataStore: Send + Sync {
         skip: i64,
     ) -> Result<Option<Cursor>, StoreError>;
 
+    /// Whether a current version of the form (deleted submissions included) is not known to fit
+    /// its definition's CSV layout ([`crate::NewSubmission::fits_form`]). Reads a partial index.
+    async fn form_has_unfitted(&self, form_id: i64) -> Result<bool, StoreError>;
+
     /// One submission by its first instanceID (deleted ones included).
     async fn submission_record(
         &self,

@@ -83,6 +83,9 @@ struct Header {
     expected_attachments: Vec<String>,
     attachments: Vec<Attachment>,
     journaled_at: i64,
+    /// Absent in entries written before it existed: not checked.
+    #[serde(default)]
+    fits_form: Option<bool>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -122,6 +125,7 @@ fn encode(s: &NewSubmission) -> Result<Vec<u8>, JournalError> {
             })
             .collect(),
         journaled_at: crate::now_ms(),
+        fits_form: s.fits_form,
     };
     let json = serde_json::to_vec(&h).map_err(|e| JournalError::Io(e.to_string()))?;
     let len = u32::try_from(json.len()).map_err(|_| JournalError::Io("header too large".into()))?;
@@ -176,6 +180,7 @@ fn decode(seq: u64, plain: &[u8]) -> Result<NewSubmission, JournalError> {
         device_id: h.device_id,
         expected_attachments: h.expected_attachments,
         attachments,
+        fits_form: h.fits_form,
     })
 }
 
@@ -447,6 +452,7 @@ mod tests {
                 size: 10,
                 sha256: vec![7; 32],
             }],
+            fits_form: Some(true),
         }
     }
 

@@ -30,10 +30,10 @@ const FAST_INSERT: &str = "\
 WITH input AS (
     SELECT * FROM unnest($1::int4[], $2::int8[], $3::int8[], $4::text[], $5::bool[], \
         $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::text[], $11::bytea[], \
-        $12::bytea[], $13::int8[], $14::text[]) \
+        $12::bytea[], $13::int8[], $14::text[], $22::bool[]) \
     AS t(ord, project_id, form_id, instance_id, encrypted, submitter_user_id, \
         submitter_app_user_id, device_id, form_def_id, form_version, xml_sealed, xml_sha256, \
-        xml_size, instance_name)
+        xml_size, instance_name, fits_form)
 ), fresh AS (
     SELECT i.* FROM input i WHERE NOT EXISTS (
         SELECT 1 FROM submission_versions v
@@ -48,10 +48,10 @@ WITH input AS (
 ), vers AS (
     INSERT INTO submission_versions (submission_id, form_id, instance_id, form_def_id, \
         form_version, xml_sealed, xml_sha256, xml_size, instance_name, deprecated_id, current, \
-        submitter_user_id, submitter_app_user_id, device_id, created_at)
+        submitter_user_id, submitter_app_user_id, device_id, created_at, fits_form)
     SELECT s.id, f.form_id, f.instance_id, f.form_def_id, f.form_version, f.xml_sealed, \
         f.xml_sha256, f.xml_size, f.instance_name, NULL, TRUE, f.submitter_user_id, \
-        f.submitter_app_user_id, f.device_id, $15
+        f.submitter_app_user_id, f.device_id, $15, f.fits_form
     FROM subs s JOIN fresh f ON f.form_id = s.form_id AND f.instance_id = s.instance_id
     ORDER BY f.ord
     RETURNING id, form_id, instance_id
@@ -136,6 +136,7 @@ impl PgStore {
         let mut xml_sha256 = Vec::with_capacity(n);
         let mut xml_size = Vec::with_capacity(n);
         let mut instance_name = Vec::with_capacity(n);
+        let mut fits_form = Vec::with_capacity(n);
         let mut a_ord = Vec::new();
         let mut a_name = Vec::new();
         let mut a_type = Vec::new();
@@ -159,6 +160,7 @@ impl PgStore {
             xml_sha256.push(s.xml_sha256.as_slice());
             xml_size.push(s.xml_size);
             instance_name.push(s.instance_name.as_deref());
+            fits_form.push(s.fits_form);
             for (name, received) in slots(s) {
                 a_ord.push(o);
                 a_name.push(name);
@@ -190,6 +192,7 @@ impl PgStore {
             .bind(a_blob)
             .bind(a_size)
             .bind(a_sha)
+            .bind(fits_form)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows)

@@ -170,6 +170,9 @@ pub struct NewSubmission {
     pub expected_attachments: Vec<String>,
     /// Files received in this request (only expected ones are kept).
     pub attachments: Vec<ReceivedAttachment>,
+    /// The XML adds nothing to the CSV layout of its definition (`None`: not checked). An export
+    /// skips its column-discovery pass when every current version of a form fits.
+    pub fits_form: Option<bool>,
 }
 
 /// What intake did with one submission.

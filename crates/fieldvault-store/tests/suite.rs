@@ -574,6 +574,7 @@ fn sub(project: i64, form: i64, def_id: i64, instance: &str, body: &str) -> NewS
         device_id: Some("collect:test".into()),
         expected_attachments: vec!["photo.jpg".into()],
         attachments: vec![],
+        fits_form: None,
     }
 }
 
@@ -1818,6 +1819,34 @@ async fn submission_data(settings: StorageSettings) {
         5
     );
     bulk_reader_agrees_with_pages(store.as_ref(), fi).await;
+    // Versions received without a fit check count as not fitting; a form whose current versions
+    // all fit has none, whatever its deleted or superseded versions were.
+    assert!(store.form_has_unfitted(fi).await.unwrap());
+    let (fit_form, fit_def) = store
+        .create_form(p.project_id(), &def("fits", "1", &[]), true)
+        .await
+        .unwrap();
+    assert!(!store.form_has_unfitted(fit_form.id).await.unwrap());
+    let mut fitting = sub(pi, fit_form.id, fit_def.id, "uuid:f1", "<f1/>");
+    fitting.fits_form = Some(true);
+    store.ingest(&[fitting]).await.unwrap();
+    assert!(!store.form_has_unfitted(fit_form.id).await.unwrap());
+    let mut edit = sub(pi, fit_form.id, fit_def.id, "uuid:f1b", "<f1b/>");
+    edit.deprecated_id = Some("uuid:f1".into());
+    store.ingest(&[edit]).await.unwrap();
+    assert!(
+        store.form_has_unfitted(fit_form.id).await.unwrap(),
+        "the edit was not checked"
+    );
+    let mut again = sub(pi, fit_form.id, fit_def.id, "uuid:f1c", "<f1c/>");
+    again.deprecated_id = Some("uuid:f1b".into());
+    again.fits_form = Some(true);
+    store.ingest(&[again]).await.unwrap();
+    assert!(!store.form_has_unfitted(fit_form.id).await.unwrap());
+    let mut misfit = sub(pi, fit_form.id, fit_def.id, "uuid:f2", "<f2/>");
+    misfit.fits_form = Some(false);
+    store.ingest(&[misfit]).await.unwrap();
+    assert!(store.form_has_unfitted(fit_form.id).await.unwrap());
     store.set_submission_deleted(one_id, None).await.unwrap();
     assert!(matches!(
         store.set_submission_deleted(one_id, None).await,

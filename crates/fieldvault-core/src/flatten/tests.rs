@@ -409,3 +409,33 @@ fn would_grow_agrees_with_discover() {
     // Without a form every leaf is new.
     check(&CsvLayout::new(None), &fitting);
 }
+
+/// A layout covers the definitions whose fields it holds with compatible kinds, and none when
+/// select-multiples are split (their columns come from the answers).
+#[test]
+fn layout_covers_definitions() {
+    let s = census();
+    let layout = CsvLayout::new(Some(&s));
+    assert!(layout.covers(&s));
+    // A definition with a field the layout lacks (a newer version not merged in) is not covered.
+    let newer = String::from_utf8(CENSUS.to_vec())
+        .unwrap()
+        .replace("<photo/>", "<photo/><extra/>");
+    let newer = parse_schema(newer.as_bytes(), 1 << 20).unwrap();
+    assert!(!layout.covers(&newer));
+    // Merged into the layout's schema, it is.
+    let mut merged = census();
+    merged.merge(&newer);
+    assert!(CsvLayout::new(Some(&merged)).covers(&newer));
+    assert!(CsvLayout::new(Some(&merged)).covers(&s));
+    // Without a form nothing is covered; with split select-multiples nothing is either.
+    assert!(!CsvLayout::new(None).covers(&s));
+    let split = CsvLayout::with_options(
+        Some(&s),
+        CsvOptions {
+            split_select_multiples: true,
+            ..CsvOptions::default()
+        },
+    );
+    assert!(!split.covers(&s));
+}

@@ -18,7 +18,7 @@ use fieldvault_core::flatten::{
     CsvLayout, CsvOptions, Instance, RowMeta, TableWriter, parse_instance,
 };
 use fieldvault_core::odata::Filter;
-use fieldvault_core::{Actor, ProjectId, Verb};
+use fieldvault_core::{Actor, ProjectId, Verb, parse_schema};
 use fieldvault_store::submissions::attachment_aad;
 use fieldvault_store::{Cursor, PageQuery, SubmissionRecord};
 use futures_util::StreamExt as _;
@@ -147,6 +147,9 @@ async fn layout(
     options: CsvOptions,
 ) -> Result<CsvLayout, ServiceError> {
     let mut layout = CsvLayout::with_options(fd.schema.as_deref(), options);
+    if fits_as_declared(app, fd, &layout).await? {
+        return Ok(layout);
+    }
     // The decrypting cores hand on only the submissions that change the form's own layout (the
     // few with fields of no published version), not a copy of every one.
     let base = Arc::new(layout.clone());
@@ -164,6 +167,27 @@ async fn layout(
         }
     }
     Ok(layout)
+}
+
+/// Whether no submission can add to `layout`: every current version was found at intake to fit
+/// its own definition, and every published definition is covered by the layout. Then the first
+/// pass, which would decrypt every submission only to find nothing, is skipped; it halves the
+/// time of an export.
+async fn fits_as_declared(
+    app: &App,
+    fd: &FormData,
+    layout: &CsvLayout,
+) -> Result<bool, ServiceError> {
+    if fd.schema.is_none() || app.store.form_has_unfitted(fd.form.id).await? {
+        return Ok(false);
+    }
+    for d in app.store.published_defs(fd.form.id).await? {
+        match parse_schema(&d.xml, super::forms::MAX_FORM_BYTES) {
+            Ok(s) if layout.covers(&s) => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 /// One table's pass: its rows, CSV-encoded, handed to `out` in chunks.

@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fieldvault_core::{ProjectId, UserId};
+use fieldvault_core::flatten::CsvLayout;
+use fieldvault_core::{ProjectId, UserId, parse_schema};
 use fieldvault_store::{AppUserRow, FormDefMeta, FormRow, ProjectRow, Store, StoreError};
 
 use super::ServiceError;
@@ -44,6 +45,8 @@ pub struct HotCache {
     forms: TimedMap<(i64, String), Option<FormRow>>,
     defs: TimedMap<(i64, String), Option<FormDefMeta>>,
     app_users: TimedMap<[u8; 32], AppUserEntry>,
+    /// CSV layouts of definitions by id. A definition never changes, so these do not expire.
+    layouts: Mutex<HashMap<i64, Option<Arc<CsvLayout>>>>,
 }
 
 fn get<K: std::hash::Hash + Eq, V: Clone>(m: &TimedMap<K, V>, k: &K) -> Option<V> {
@@ -111,6 +114,7 @@ impl HotCache {
             forms: Mutex::default(),
             defs: Mutex::default(),
             app_users: Mutex::default(),
+            layouts: Mutex::default(),
         }
     }
 
@@ -171,6 +175,32 @@ impl HotCache {
             store.published_def_meta(form_id, version),
         )
         .await
+    }
+
+    /// The CSV layout of a definition alone, to check at intake whether a submission fits it;
+    /// `None` when the definition cannot be read (then nothing is checked). Parsing a form costs
+    /// far more than a submission, so each definition is parsed once.
+    pub async fn def_layout(&self, store: &dyn Store, def_id: i64) -> Option<Arc<CsvLayout>> {
+        if let Some(hit) = self
+            .layouts
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&def_id).cloned())
+        {
+            return hit;
+        }
+        // A store error (an outage) is not remembered: the next submission asks again.
+        let def = store.form_def(def_id).await.ok()?;
+        let layout = def
+            .and_then(|d| parse_schema(&d.xml, super::forms::MAX_FORM_BYTES).ok())
+            .map(|s| Arc::new(CsvLayout::new(Some(&s))));
+        if let Ok(mut m) = self.layouts.lock() {
+            if m.len() >= MAX_ENTRIES {
+                m.clear();
+            }
+            m.insert(def_id, layout.clone());
+        }
+        layout
     }
 
     /// Projects this instance last saw holding a form with this id (degraded intake to the

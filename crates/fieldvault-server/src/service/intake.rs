@@ -46,6 +46,7 @@ pub struct Prepared {
     submitter_user_id: Option<i64>,
     submitter_app_user_id: Option<i64>,
     device_id: Option<String>,
+    fits_form: Option<bool>,
 }
 
 /// What happened, for the OpenRosa response.
@@ -134,7 +135,8 @@ pub async fn prepare(
     xml: Bytes,
     device_id: Option<String>,
 ) -> Result<Prepared, ServiceError> {
-    let meta = fieldvault_core::parse_submission(&xml, MAX_XML_BYTES)?;
+    let (meta, instance) =
+        fieldvault_core::submission::parse_submission_instance(&xml, MAX_XML_BYTES)?;
     let candidates = candidate_forms(app, actor, &target, &meta.xml_form_id).await?;
     let mut denied = false;
     for (pid, actor) in candidates {
@@ -230,11 +232,17 @@ pub async fn prepare(
                 .collect()
         } else {
             let fields: Vec<String> = serde_json::from_str(&def.binary_fields).unwrap_or_default();
-            if fields.is_empty() {
-                Vec::new()
-            } else {
-                fieldvault_core::parse_submission_with_attachments(&xml, MAX_XML_BYTES, &fields)?.1
-            }
+            fieldvault_core::submission::attachment_names(&meta, &instance, &fields)
+        };
+        // Recorded so a CSV export can skip its pass looking for columns the form lacks. An
+        // envelope never adds columns (its answers are not readable here).
+        let fits_form = if meta.encrypted.is_some() {
+            Some(true)
+        } else {
+            app.hot
+                .def_layout(app.store.as_ref(), def.id)
+                .await
+                .map(|l| !l.would_grow(&instance))
         };
         let key = super::forms::project_key(app, &project).await?;
         let (submitter_user_id, submitter_app_user_id) = match &actor {
@@ -254,6 +262,7 @@ pub async fn prepare(
             submitter_user_id,
             submitter_app_user_id,
             device_id: device_id.filter(|d| !d.is_empty() && d.len() <= 255),
+            fits_form,
         });
     }
     if denied {
@@ -379,6 +388,7 @@ impl Prepared {
             device_id: self.device_id.clone(),
             expected_attachments: self.expected.clone(),
             attachments: self.attachments.clone(),
+            fits_form: self.fits_form,
         };
         let outcome = match app.ingest.submit(s).await? {
             super::ingest_queue::Queued::Stored(o) => o,

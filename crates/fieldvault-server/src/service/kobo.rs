@@ -8,6 +8,7 @@
 //! JSON (`core::kobo_query`), so memory holds one batch and one page whatever the form's size.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use fieldvault_core::flatten::{self, Typing};
 use fieldvault_core::kobo_query::{Query, Sort};
@@ -16,8 +17,8 @@ use fieldvault_core::{Actor, CoreError, Resource, Scopes, Verb, authorize};
 use fieldvault_crypto::{Key256, SecretString, mac, random};
 use fieldvault_store::submissions::xml_aad;
 use fieldvault_store::{
-    ApiTokenRow, FormDefRow, FormRow, KoboRecord, NewSubmission, ProjectRow, StoreError,
-    SubmissionAttachmentRow, UserRow,
+    ApiTokenRow, FormDefRow, FormRow, KoboRecord, NewSubmission, PageReader, ProjectRow,
+    StoreError, SubmissionAttachmentRow, UserRow,
 };
 use serde_json::{Map, Value, json};
 use sha2::Digest as _;
@@ -445,10 +446,23 @@ pub fn validation_json(rec: &KoboRecord) -> Value {
 }
 
 /// Reads a form's live records in id order, batch by batch.
+///
+/// On the embedded store the batches come from a blocking reader (`fieldvault_store::bulk_read`)
+/// rather than the pool, and the next batch is read while the caller decodes this one: through
+/// sqlx, reading a batch cost more CPU than decrypting and flattening it.
 pub struct Scan {
     form_id: i64,
     after: i64,
     done: bool,
+    reader: ScanReader,
+    next: Option<tokio::task::JoinHandle<Result<Vec<KoboRecord>, ServiceError>>>,
+}
+
+/// Whether this scan reads through a blocking reader (decided on the first batch).
+enum ScanReader {
+    Unknown,
+    Pool,
+    Blocking(Arc<std::sync::Mutex<Box<dyn PageReader>>>),
 }
 
 impl Scan {
@@ -458,6 +472,8 @@ impl Scan {
             form_id: asset.form.id,
             after: 0,
             done: false,
+            reader: ScanReader::Unknown,
+            next: None,
         }
     }
 
@@ -466,19 +482,61 @@ impl Scan {
         if self.done {
             return Ok(None);
         }
-        let batch = app
-            .store
-            .kobo_records(self.form_id, self.after, BATCH)
-            .await?;
+        if matches!(self.reader, ScanReader::Unknown) {
+            let store = app.store.clone();
+            self.reader = match tokio::task::spawn_blocking(move || store.page_reader())
+                .await
+                .map_err(|e| ServiceError::Internal(format!("bulk reader: {e}")))?
+            {
+                Some(r) => ScanReader::Blocking(Arc::new(std::sync::Mutex::new(r?))),
+                None => ScanReader::Pool,
+            };
+        }
+        let batch = match (&self.reader, self.next.take()) {
+            (_, Some(pending)) => pending
+                .await
+                .map_err(|e| ServiceError::Internal(format!("bulk reader: {e}")))??,
+            (ScanReader::Blocking(r), None) => read_blocking(r.clone(), self.form_id, self.after)
+                .await
+                .map_err(|e| ServiceError::Internal(format!("bulk reader: {e}")))??,
+            _ => {
+                app.store
+                    .kobo_records(self.form_id, self.after, BATCH)
+                    .await?
+            }
+        };
         if (batch.len() as i64) < BATCH {
             self.done = true;
         }
-        match batch.last() {
-            Some(last) => {
-                self.after = last.id;
-                Ok(Some(batch))
-            }
-            None => Ok(None),
+        let Some(last) = batch.last() else {
+            return Ok(None);
+        };
+        self.after = last.id;
+        if let (ScanReader::Blocking(r), false) = (&self.reader, self.done) {
+            self.next = Some(read_blocking(r.clone(), self.form_id, self.after));
+        }
+        Ok(Some(batch))
+    }
+}
+
+/// Reads the batch after `after` on the blocking pool.
+fn read_blocking(
+    reader: Arc<std::sync::Mutex<Box<dyn PageReader>>>,
+    form_id: i64,
+    after: i64,
+) -> tokio::task::JoinHandle<Result<Vec<KoboRecord>, ServiceError>> {
+    tokio::task::spawn_blocking(move || {
+        let mut r = reader
+            .lock()
+            .map_err(|_| ServiceError::Internal("bulk reader poisoned".into()))?;
+        Ok(r.kobo_records(form_id, after, BATCH)?)
+    })
+}
+
+impl Drop for Scan {
+    fn drop(&mut self) {
+        if let Some(pending) = self.next.take() {
+            pending.abort();
         }
     }
 }
@@ -541,11 +599,11 @@ pub async fn data(
                 i64::try_from(req.limit).unwrap_or(MAX_LIMIT as i64),
             )
             .await?;
-        let mut page = Vec::with_capacity(recs.len());
-        for mut rec in recs {
-            let doc = flat.doc(&rec)?;
+        // Decrypted and flattened on every core (the query matches everything).
+        let flat = Arc::new(flat);
+        let mut page = decode_matching(&flat, &Arc::new(req.query.clone()), recs).await?;
+        for (_, rec) in &mut page {
             rec.xml_sealed = Vec::new();
-            page.push((doc, rec));
         }
         return finish_page(
             app,
@@ -561,8 +619,8 @@ pub async fn data(
     let mut scan = Scan::new(&asset);
     let mut count = 0usize;
     let mut page: Vec<(Map<String, Value>, KoboRecord)> = Vec::new();
-    let flat = std::sync::Arc::new(flat);
-    let query = std::sync::Arc::new(req.query.clone());
+    let flat = Arc::new(flat);
+    let query = Arc::new(req.query.clone());
     while let Some(batch) = scan.next(app).await? {
         for (doc, mut rec) in scan_matching(app, &flat, &query, batch, early).await? {
             count += 1;
@@ -1166,6 +1224,8 @@ async fn edit_one(
         device_id: None,
         expected_attachments: expected,
         attachments: Vec::new(),
+        // Edited values are not checked against the form: the next CSV export looks.
+        fits_form: None,
     };
     let outcome = app.store.ingest(std::slice::from_ref(&new)).await?;
     match outcome.outcomes.first() {

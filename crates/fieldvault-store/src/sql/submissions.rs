@@ -33,8 +33,9 @@ macro_rules! submission_store_impl {
                 let (version_id,): (i64,) = sqlx::query_as(
                     "INSERT INTO submission_versions (submission_id, form_id, instance_id, form_def_id, \
                      form_version, xml_sealed, xml_sha256, xml_size, instance_name, deprecated_id, \
-                     current, submitter_user_id, submitter_app_user_id, device_id, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $12, $13, $14) \
+                     current, submitter_user_id, submitter_app_user_id, device_id, created_at, \
+                     fits_form) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $12, $13, $14, $15) \
                      RETURNING id",
                 )
                 .bind(submission_id)
@@ -51,6 +52,7 @@ macro_rules! submission_store_impl {
                 .bind(s.submitter_app_user_id)
                 .bind(&s.device_id)
                 .bind($crate::now_ms())
+                .bind(s.fits_form)
                 .fetch_one(&mut **tx)
                 .await?;
                 let mut names: Vec<&String> = s.expected_attachments.iter().collect();
