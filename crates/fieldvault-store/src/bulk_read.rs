@@ -28,6 +28,9 @@ pub trait BulkReadStore: Send + Sync {
     fn page_reader(&self) -> Option<Result<Box<dyn PageReader>, StoreError>> {
         None
     }
+
+    /// Closes the readers kept open between reads (part of [`crate::Store::close`]).
+    fn close_readers(&self) {}
 }
 
 /// A blocking reader of keyset ranges of a form's rows (newest first, as
@@ -99,6 +102,124 @@ impl SqliteSource {
 /// A [`PageReader`] over the embedded database.
 pub(crate) struct SqliteReader {
     conn: Connection,
+}
+
+/// Idle readers kept at most: one per core and one for the coordinator of a scan, on the 2-core
+/// machines Fieldvault is sized for.
+const MAX_IDLE: usize = 4;
+
+/// Readers kept open between bulk reads. A reader's page cache holds the decrypted index pages
+/// an offset is counted in, so the next request that passes over the same offset reads them
+/// without decrypting again (SQLite drops a cache itself when another connection has changed
+/// the database). Opening a reader also costs a schema read.
+pub(crate) struct ReaderPool {
+    source: SqliteSource,
+    idle: std::sync::Mutex<Vec<SqliteReader>>,
+    /// The reader every position lookup goes to, with a cache large enough for the live-rows
+    /// index of a million submissions: passing over an offset walks the index, and with the
+    /// default 2 MiB cache each walk read and decrypted every index page again.
+    positions: std::sync::Mutex<Option<SqliteReader>>,
+}
+
+/// Page cache of the position reader, in KiB (SQLite's negative `cache_size`).
+const POSITION_CACHE_KIB: i64 = 24 * 1024;
+
+impl ReaderPool {
+    pub(crate) fn new(source: SqliteSource) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            source,
+            idle: std::sync::Mutex::new(Vec::new()),
+            positions: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn cursor_after(&self, q: &PageQuery) -> Result<Option<Cursor>, StoreError> {
+        let mut slot = self
+            .positions
+            .lock()
+            .map_err(|_| StoreError::Backend("bulk read: position reader poisoned".into()))?;
+        if slot.is_none() {
+            let r = self.source.open()?;
+            r.conn
+                .execute_batch(&format!("PRAGMA cache_size = -{POSITION_CACHE_KIB};"))
+                .map_err(backend)?;
+            *slot = Some(r);
+        }
+        match slot.as_mut() {
+            Some(r) => r.cursor_after(q),
+            None => Err(StoreError::Backend("bulk read: no position reader".into())),
+        }
+    }
+
+    /// An idle reader, or a new one; it comes back here when dropped.
+    pub(crate) fn get(self: &std::sync::Arc<Self>) -> Result<Box<dyn PageReader>, StoreError> {
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let reader = match idle {
+            Some(r) => r,
+            None => self.source.open()?,
+        };
+        Ok(Box::new(Pooled {
+            reader: Some(reader),
+            pool: self.clone(),
+        }))
+    }
+
+    /// Closes the idle readers (at shutdown, before the process's libraries are torn down).
+    pub(crate) fn close(&self) {
+        if let Ok(mut v) = self.idle.lock() {
+            v.clear();
+        }
+        if let Ok(mut p) = self.positions.lock() {
+            *p = None;
+        }
+    }
+}
+
+/// A reader on loan from a [`ReaderPool`].
+struct Pooled {
+    reader: Option<SqliteReader>,
+    pool: std::sync::Arc<ReaderPool>,
+}
+
+impl Pooled {
+    fn inner(&mut self) -> Result<&mut SqliteReader, StoreError> {
+        self.reader
+            .as_mut()
+            .ok_or_else(|| StoreError::Backend("bulk read: reader already returned".into()))
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let (Some(r), Ok(mut idle)) = (self.reader.take(), self.pool.idle.lock())
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(r);
+        }
+    }
+}
+
+impl PageReader for Pooled {
+    fn cursor_after(&mut self, q: &PageQuery) -> Result<Option<Cursor>, StoreError> {
+        self.pool.cursor_after(q)
+    }
+
+    fn range(
+        &mut self,
+        q: &PageQuery,
+        until: Option<Cursor>,
+    ) -> Result<Vec<SubmissionRecord>, StoreError> {
+        self.inner()?.range(q, until)
+    }
+
+    fn kobo_records(
+        &mut self,
+        form_id: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<KoboRecord>, StoreError> {
+        self.inner()?.kobo_records(form_id, after_id, limit)
+    }
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {

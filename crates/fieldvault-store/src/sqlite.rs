@@ -20,8 +20,8 @@ pub struct SqliteStore {
     /// The intake writer's own connection, taken out of the pool on first use (see
     /// [`SqliteStore::ingest_batch`]).
     intake: tokio::sync::Mutex<Option<sqlx::SqliteConnection>>,
-    /// For opening blocking bulk readers ([`crate::bulk_read`]).
-    source: crate::bulk_read::SqliteSource,
+    /// Blocking bulk readers ([`crate::bulk_read`]), kept open between reads.
+    readers: std::sync::Arc<crate::bulk_read::ReaderPool>,
 }
 
 impl SqliteStore {
@@ -65,7 +65,9 @@ impl SqliteStore {
         Ok(Self {
             pool,
             intake: tokio::sync::Mutex::new(None),
-            source: crate::bulk_read::SqliteSource::new(path, db_key),
+            readers: crate::bulk_read::ReaderPool::new(crate::bulk_read::SqliteSource::new(
+                path, db_key,
+            )),
         })
     }
 
@@ -157,11 +159,11 @@ crate::sql::limit_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
 
 impl crate::BulkReadStore for SqliteStore {
     fn page_reader(&self) -> Option<Result<Box<dyn crate::PageReader>, StoreError>> {
-        Some(
-            self.source
-                .open()
-                .map(|r| Box::new(r) as Box<dyn crate::PageReader>),
-        )
+        Some(self.readers.get())
+    }
+
+    fn close_readers(&self) {
+        self.readers.close();
     }
 }
 
