@@ -164,21 +164,22 @@ pub fn stream<T: Send + 'static>(
     map: MapFn<T>,
 ) -> mpsc::Receiver<Item<T>> {
     let (tx, rx) = mpsc::channel::<Item<T>>(PAGE as usize * 2);
-    let store = app.store.clone();
-    let key = fd.key.clone();
-    let (project_id, form_id) = (fd.project.id, fd.form.id);
+    let src = Source {
+        store: app.store.clone(),
+        key: fd.key.clone(),
+        project_id: fd.project.id,
+        form_id: fd.form.id,
+    };
     tokio::spawn(async move {
         // The embedded store reads on blocking threads, every core reading and decrypting
         // chunks of its own; other backends page through the pool below.
-        let probe = store.clone();
+        let probe = src.store.clone();
         match tokio::task::spawn_blocking(move || probe.page_reader()).await {
-            Ok(Some(Ok(reader))) => {
-                super::data_scan::run(store, reader, key, project_id, form_id, sel, map, tx).await;
-            }
+            Ok(Some(Ok(reader))) => super::data_scan::run(src, reader, sel, map, tx).await,
             Ok(Some(Err(e))) => {
                 let _ = tx.send(Err(e.into())).await;
             }
-            Ok(None) => pooled(store, key, project_id, form_id, sel, map, tx).await,
+            Ok(None) => pooled(src, sel, map, tx).await,
             Err(e) => {
                 let _ = tx
                     .send(Err(ServiceError::Internal(format!("bulk reader: {e}"))))
@@ -189,139 +190,148 @@ pub fn stream<T: Send + 'static>(
     rx
 }
 
+/// Where a pipeline reads: the store, and the form's data key and ids.
+pub(super) struct Source {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) key: Arc<Key256>,
+    pub(super) project_id: i64,
+    pub(super) form_id: i64,
+}
+
 /// The pipeline over the pool: pages read through the store, decrypted on the blocking pool.
 async fn pooled<T: Send + 'static>(
-    store: Arc<dyn Store>,
-    key: Arc<Key256>,
-    project_id: i64,
-    form_id: i64,
+    src: Source,
     sel: Selection,
     map: MapFn<T>,
     tx: mpsc::Sender<Item<T>>,
 ) {
+    let Source {
+        store,
+        key,
+        project_id,
+        form_id,
+    } = src;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    {
-        let now = fieldvault_store::now_ms();
-        let mut after = sel.after;
-        let mut skip = sel.skip;
-        let mut left = sel.take.unwrap_or(u64::MAX);
-        // Rows before the offset are passed over without reading their sealed XML: without a
-        // filter in the live-rows index alone, with one on their metadata.
-        if skip > 0 && sel.filter.is_none() && sel.deleted == Deleted::Exclude {
-            match store
-                .live_cursor_after(form_id, after, i64::try_from(skip).unwrap_or(i64::MAX))
-                .await
-            {
-                Ok(Some(c)) => (after, skip) = (c, 0),
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-            }
-        }
-        while skip > 0 && left > 0 {
-            let page = match store
-                .submission_page(&PageQuery {
-                    form_id,
-                    deleted: sel.deleted,
-                    after,
-                    limit: SKIP_PAGE,
-                    with_xml: false,
-                })
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-            };
-            if page.is_empty() {
+    let now = fieldvault_store::now_ms();
+    let mut after = sel.after;
+    let mut skip = sel.skip;
+    let mut left = sel.take.unwrap_or(u64::MAX);
+    // Rows before the offset are passed over without reading their sealed XML: without a
+    // filter in the live-rows index alone, with one on their metadata.
+    if skip > 0 && sel.filter.is_none() && sel.deleted == Deleted::Exclude {
+        match store
+            .live_cursor_after(form_id, after, i64::try_from(skip).unwrap_or(i64::MAX))
+            .await
+        {
+            Ok(Some(c)) => (after, skip) = (c, 0),
+            Ok(None) => return,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
                 return;
             }
-            for r in &page {
-                if skip == 0 {
-                    break;
-                }
-                after = r.cursor();
-                if passes(sel.filter.as_deref(), r, now) {
-                    skip -= 1;
-                }
-            }
         }
-        // The next page is read while this one is decrypted, so the store and the decrypting
-        // cores work at the same time.
-        let fetch = |after: Cursor| {
-            let store = store.clone();
-            let q = PageQuery {
+    }
+    while skip > 0 && left > 0 {
+        let page = match store
+            .submission_page(&PageQuery {
                 form_id,
                 deleted: sel.deleted,
                 after,
-                limit: PAGE,
-                with_xml: true,
-            };
-            tokio::spawn(async move { store.submission_page(&q).await })
+                limit: SKIP_PAGE,
+                with_xml: false,
+            })
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
         };
-        let mut next = (left > 0).then(|| fetch(after));
-        while let Some(pending) = next.take() {
-            let page = match pending.await {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(ServiceError::Internal(format!("page reader: {e}"))))
-                        .await;
-                    return;
-                }
+        if page.is_empty() {
+            return;
+        }
+        for r in &page {
+            if skip == 0 {
+                break;
+            }
+            after = r.cursor();
+            if passes(sel.filter.as_deref(), r, now) {
+                skip -= 1;
+            }
+        }
+    }
+    // The next page is read while this one is decrypted, so the store and the decrypting
+    // cores work at the same time.
+    let fetch = |after: Cursor| {
+        let store = store.clone();
+        let q = PageQuery {
+            form_id,
+            deleted: sel.deleted,
+            after,
+            limit: PAGE,
+            with_xml: true,
+        };
+        tokio::spawn(async move { store.submission_page(&q).await })
+    };
+    let mut next = (left > 0).then(|| fetch(after));
+    while let Some(pending) = next.take() {
+        let page = match pending.await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx
+                    .send(Err(ServiceError::Internal(format!("page reader: {e}"))))
+                    .await;
+                return;
+            }
+        };
+        let Some(last) = page.last() else { break };
+        if page.len() as i64 == PAGE {
+            next = Some(fetch(last.cursor()));
+        }
+        let mut kept = Vec::new();
+        for r in page {
+            if left == 0 {
+                break;
+            }
+            // The offset was passed over above, so every passing row is produced.
+            if !passes(sel.filter.as_deref(), &r, now) {
+                continue;
+            }
+            left -= 1;
+            kept.push(r);
+        }
+        if left == 0
+            && let Some(unneeded) = next.take()
+        {
+            unneeded.abort();
+        }
+        let chunk = kept.len().div_ceil(workers).max(1);
+        let mut jobs = Vec::new();
+        let mut rest = kept;
+        while !rest.is_empty() {
+            let tail = rest.split_off(chunk.min(rest.len()));
+            let part = std::mem::replace(&mut rest, tail);
+            let key = key.clone();
+            let map = map.clone();
+            jobs.push(tokio::task::spawn_blocking(move || {
+                part.into_iter()
+                    .map(|r| decode(&key, project_id, form_id, r, map.as_ref()))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        for job in jobs {
+            let results = match job.await {
+                Ok(r) => r,
+                Err(e) => vec![Err(ServiceError::Internal(format!("decrypt worker: {e}")))],
             };
-            let Some(last) = page.last() else { break };
-            if page.len() as i64 == PAGE {
-                next = Some(fetch(last.cursor()));
-            }
-            let mut kept = Vec::new();
-            for r in page {
-                if left == 0 {
-                    break;
-                }
-                // The offset was passed over above, so every passing row is produced.
-                if !passes(sel.filter.as_deref(), &r, now) {
-                    continue;
-                }
-                left -= 1;
-                kept.push(r);
-            }
-            if left == 0
-                && let Some(unneeded) = next.take()
-            {
-                unneeded.abort();
-            }
-            let chunk = kept.len().div_ceil(workers).max(1);
-            let mut jobs = Vec::new();
-            let mut rest = kept;
-            while !rest.is_empty() {
-                let tail = rest.split_off(chunk.min(rest.len()));
-                let part = std::mem::replace(&mut rest, tail);
-                let key = key.clone();
-                let map = map.clone();
-                jobs.push(tokio::task::spawn_blocking(move || {
-                    part.into_iter()
-                        .map(|r| decode(&key, project_id, form_id, r, map.as_ref()))
-                        .collect::<Vec<_>>()
-                }));
-            }
-            for job in jobs {
-                let results = match job.await {
-                    Ok(r) => r,
-                    Err(e) => vec![Err(ServiceError::Internal(format!("decrypt worker: {e}")))],
-                };
-                for item in results {
-                    if tx.send(item).await.is_err() {
-                        return;
-                    }
+            for item in results {
+                if tx.send(item).await.is_err() {
+                    return;
                 }
             }
         }

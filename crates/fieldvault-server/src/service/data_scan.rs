@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::ServiceError;
-use super::data::{Item, MapFn, Selection, decode, passes};
+use super::data::{Item, MapFn, Selection, Source, decode, passes};
 
 /// Rows per chunk: one job's work, and the unit the coordinator waits for.
 const CHUNK_ROWS: i64 = 1024;
@@ -68,13 +68,9 @@ struct Scan<T> {
 }
 
 /// Runs the pipeline with `first` (an open reader) and sends the items to `tx` in order.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn run<T: Send + 'static>(
-    store: Arc<dyn Store>,
+    src: Source,
     first: Box<dyn PageReader>,
-    key: Arc<Key256>,
-    project_id: i64,
-    form_id: i64,
     sel: Selection,
     map: MapFn<T>,
     tx: mpsc::Sender<Item<T>>,
@@ -82,12 +78,12 @@ pub(super) async fn run<T: Send + 'static>(
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let scan = Arc::new(Scan {
         readers: Readers {
-            store,
+            store: src.store,
             idle: Mutex::new(vec![first]),
         },
-        key,
-        project_id,
-        form_id,
+        key: src.key,
+        project_id: src.project_id,
+        form_id: src.form_id,
         now: fieldvault_store::now_ms(),
         sel,
         map,
