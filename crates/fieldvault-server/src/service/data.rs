@@ -48,6 +48,9 @@ pub struct FormData {
     /// The field tree of the current definition, with fields of earlier versions appended;
     /// `None` when the definition cannot be read (then trees are inferred from the data).
     pub schema: Option<Arc<FormSchema>>,
+    /// Every published version parsed, and the merged tree's CSV layout covers each
+    /// ([`flatten::CsvLayout::covers`]): then submissions that fit their own version add no column.
+    pub versions_covered: bool,
     key: Arc<Key256>,
 }
 
@@ -76,31 +79,42 @@ pub async fn open_form(
     }
     authorize(&actor, verb, resource)?;
     let key = Arc::new(super::forms::project_key(app, &p).await?);
-    let schema = schema_of(app, &form).await?.map(Arc::new);
+    let (schema, versions_covered) = schema_of(app, &form).await?;
     Ok(FormData {
         project: p,
         form,
-        schema,
+        schema: schema.map(Arc::new),
+        versions_covered,
         key,
     })
 }
 
-/// The current definition's tree with every earlier published version's fields merged in.
-async fn schema_of(app: &App, form: &FormRow) -> Result<Option<FormSchema>, ServiceError> {
+/// The current definition's tree with every earlier published version's fields merged in, and
+/// whether that tree's CSV layout covers every version (false when one cannot be read).
+async fn schema_of(app: &App, form: &FormRow) -> Result<(Option<FormSchema>, bool), ServiceError> {
     let mut defs = app.store.published_defs(form.id).await?;
     // Newest first, so the current version decides the order of the fields it has.
     defs.sort_by_key(|d| std::cmp::Reverse(d.id));
     let mut schema: Option<FormSchema> = None;
+    let mut versions = Vec::with_capacity(defs.len());
+    let mut all_read = true;
     for d in &defs {
         let Ok(s) = parse_schema(&d.xml, super::forms::MAX_FORM_BYTES) else {
+            all_read = false;
             continue;
         };
         match schema.as_mut() {
             Some(current) => current.merge(&s),
-            None => schema = Some(s),
+            None => schema = Some(s.clone()),
         }
+        versions.push(s);
     }
-    Ok(schema)
+    let covered = all_read
+        && schema.as_ref().is_some_and(|merged| {
+            let layout = flatten::CsvLayout::new(Some(merged));
+            versions.iter().all(|v| layout.covers(v))
+        });
+    Ok((schema, covered))
 }
 
 /// What to read.
@@ -173,9 +187,10 @@ pub fn stream<T: Send + 'static>(
     tokio::spawn(async move {
         // The embedded store reads on blocking threads, every core reading and decrypting
         // chunks of its own; other backends page through the pool below.
+        // The probe's reader goes straight back to the store's idle readers.
         let probe = src.store.clone();
-        match tokio::task::spawn_blocking(move || probe.page_reader()).await {
-            Ok(Some(Ok(reader))) => super::data_scan::run(src, reader, sel, map, tx).await,
+        match tokio::task::spawn_blocking(move || probe.page_reader().map(|r| r.map(drop))).await {
+            Ok(Some(Ok(()))) => super::data_scan::run(src, sel, map, tx).await,
             Ok(Some(Err(e))) => {
                 let _ = tx.send(Err(e.into())).await;
             }

@@ -11,7 +11,7 @@
 //! the form's size.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fieldvault_core::odata::Filter;
 use fieldvault_crypto::Key256;
@@ -27,32 +27,23 @@ const CHUNK_ROWS: i64 = 1024;
 /// Metadata rows read per step while passing over an offset with a filter.
 const SKIP_ROWS: i64 = 4096;
 
-/// Idle readers, reused across jobs: a reader keeps its page cache (and so its decrypted index
-/// pages) from one chunk to the next.
+/// Where the jobs get their readers: the store keeps idle ones open between uses, so a job
+/// usually takes a reader whose page cache is warm.
 struct Readers {
     store: Arc<dyn Store>,
-    idle: Mutex<Vec<Box<dyn PageReader>>>,
 }
 
 impl Readers {
-    /// Runs `f` on an idle reader, opening one when none is idle. A reader that failed is dropped.
+    /// Runs `f` on a reader of the store's; the reader goes back to the store afterwards.
     fn with<R>(
         &self,
         f: impl FnOnce(&mut dyn PageReader) -> Result<R, ServiceError>,
     ) -> Result<R, ServiceError> {
-        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
-        let mut reader = match idle {
-            Some(r) => r,
-            None => self
-                .store
-                .page_reader()
-                .ok_or_else(|| ServiceError::Internal("this store has no bulk reader".into()))??,
-        };
-        let out = f(reader.as_mut())?;
-        if let Ok(mut v) = self.idle.lock() {
-            v.push(reader);
-        }
-        Ok(out)
+        let mut reader = self
+            .store
+            .page_reader()
+            .ok_or_else(|| ServiceError::Internal("this store has no bulk reader".into()))??;
+        f(reader.as_mut())
     }
 }
 
@@ -67,20 +58,16 @@ struct Scan<T> {
     now: i64,
 }
 
-/// Runs the pipeline with `first` (an open reader) and sends the items to `tx` in order.
+/// Runs the pipeline and sends the items to `tx` in order.
 pub(super) async fn run<T: Send + 'static>(
     src: Source,
-    first: Box<dyn PageReader>,
     sel: Selection,
     map: MapFn<T>,
     tx: mpsc::Sender<Item<T>>,
 ) {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let scan = Arc::new(Scan {
-        readers: Readers {
-            store: src.store,
-            idle: Mutex::new(vec![first]),
-        },
+        readers: Readers { store: src.store },
         key: src.key,
         project_id: src.project_id,
         form_id: src.form_id,
