@@ -28,9 +28,6 @@ pub trait BulkReadStore: Send + Sync {
     fn page_reader(&self) -> Option<Result<Box<dyn PageReader>, StoreError>> {
         None
     }
-
-    /// Closes the readers kept open between reads (part of [`crate::Store::close`]).
-    fn close_readers(&self) {}
 }
 
 /// A blocking reader of keyset ranges of a form's rows (newest first, as
@@ -119,6 +116,10 @@ pub(crate) struct ReaderPool {
     /// index of a million submissions: passing over an offset walks the index, and with the
     /// default 2 MiB cache each walk read and decrypted every index page again.
     positions: std::sync::Mutex<Option<SqliteReader>>,
+    /// Readers handed out and not yet back.
+    loaned: std::sync::atomic::AtomicUsize,
+    /// Set by [`ReaderPool::close`]: no reader is handed out or kept any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Page cache of the position reader, in KiB (SQLite's negative `cache_size`).
@@ -130,7 +131,13 @@ impl ReaderPool {
             source,
             idle: std::sync::Mutex::new(Vec::new()),
             positions: std::sync::Mutex::new(None),
+            loaned: std::sync::atomic::AtomicUsize::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn cursor_after(&self, q: &PageQuery) -> Result<Option<Cursor>, StoreError> {
@@ -138,6 +145,11 @@ impl ReaderPool {
             .positions
             .lock()
             .map_err(|_| StoreError::Backend("bulk read: position reader poisoned".into()))?;
+        if self.is_closed() {
+            return Err(StoreError::Backend(
+                "bulk read: the store is closing".into(),
+            ));
+        }
         if slot.is_none() {
             let r = self.source.open()?;
             r.conn
@@ -153,6 +165,13 @@ impl ReaderPool {
 
     /// An idle reader, or a new one; it comes back here when dropped.
     pub(crate) fn get(self: &std::sync::Arc<Self>) -> Result<Box<dyn PageReader>, StoreError> {
+        // Counted before the check, so `close` either sees this loan or this call sees `closed`.
+        let loan = Loan::new(self);
+        if self.is_closed() {
+            return Err(StoreError::Backend(
+                "bulk read: the store is closing".into(),
+            ));
+        }
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let reader = match idle {
             Some(r) => r,
@@ -160,12 +179,20 @@ impl ReaderPool {
         };
         Ok(Box::new(Pooled {
             reader: Some(reader),
-            pool: self.clone(),
+            loan,
         }))
     }
 
-    /// Closes the idle readers (at shutdown, before the process's libraries are torn down).
+    /// Readers handed out and not yet back.
+    pub(crate) fn on_loan(&self) -> usize {
+        self.loaned.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Closes the idle readers and keeps no reader from now on (at shutdown, before the
+    /// process's libraries are torn down); those on loan are closed as they come back.
     pub(crate) fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Ok(mut v) = self.idle.lock() {
             v.clear();
         }
@@ -175,10 +202,32 @@ impl ReaderPool {
     }
 }
 
-/// A reader on loan from a [`ReaderPool`].
+/// One reader counted as on loan until this is dropped.
+struct Loan {
+    pool: std::sync::Arc<ReaderPool>,
+}
+
+impl Loan {
+    fn new(pool: &std::sync::Arc<ReaderPool>) -> Self {
+        pool.loaned
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self { pool: pool.clone() }
+    }
+}
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        self.pool
+            .loaned
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// A reader on loan from a [`ReaderPool`]. Fields drop in order: the reader is closed or back
+/// in the pool before the loan ends.
 struct Pooled {
     reader: Option<SqliteReader>,
-    pool: std::sync::Arc<ReaderPool>,
+    loan: Loan,
 }
 
 impl Pooled {
@@ -191,8 +240,10 @@ impl Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if let (Some(r), Ok(mut idle)) = (self.reader.take(), self.pool.idle.lock())
+        let pool = &self.loan.pool;
+        if let (Some(r), Ok(mut idle)) = (self.reader.take(), pool.idle.lock())
             && idle.len() < MAX_IDLE
+            && !pool.is_closed()
         {
             idle.push(r);
         }
@@ -201,7 +252,7 @@ impl Drop for Pooled {
 
 impl PageReader for Pooled {
     fn cursor_after(&mut self, q: &PageQuery) -> Result<Option<Cursor>, StoreError> {
-        self.pool.cursor_after(q)
+        self.loan.pool.cursor_after(q)
     }
 
     fn range(

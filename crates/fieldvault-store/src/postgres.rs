@@ -16,6 +16,9 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// Every connection is the pool's, which [`crate::Store::close`] closes.
+    async fn close_own_connections(&self) {}
+
     /// Connects to `url` and applies pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()

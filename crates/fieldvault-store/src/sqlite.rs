@@ -71,6 +71,22 @@ impl SqliteStore {
         })
     }
 
+    /// Closes the connections outside the pool: the bulk readers (waiting for those on loan to
+    /// come back) and the intake writer's. SQLCipher's crypto library is torn down when the
+    /// process exits; a connection still being closed by its worker thread then crashed the
+    /// process after a clean shutdown, so every one is closed, and waited for, first.
+    async fn close_own_connections(&self) {
+        use sqlx::Connection as _;
+        self.readers.close();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.readers.on_loan() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(conn) = self.intake.lock().await.take() {
+            let _ = conn.close().await;
+        }
+    }
+
     /// Writes an encrypted, consistent copy of the database to `dest` (`VACUUM INTO`).
     pub async fn snapshot_into(&self, dest: &Path) -> Result<(), StoreError> {
         sqlx::query("VACUUM INTO $1")
@@ -160,10 +176,6 @@ crate::sql::limit_store_impl!(SqliteStore, "BEGIN IMMEDIATE");
 impl crate::BulkReadStore for SqliteStore {
     fn page_reader(&self) -> Option<Result<Box<dyn crate::PageReader>, StoreError>> {
         Some(self.readers.get())
-    }
-
-    fn close_readers(&self) {
-        self.readers.close();
     }
 }
 

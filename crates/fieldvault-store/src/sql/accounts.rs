@@ -17,7 +17,7 @@ macro_rules! shared_store_impl {
             }
 
             async fn close(&self) {
-                $crate::BulkReadStore::close_readers(self);
+                self.close_own_connections().await;
                 self.pool.close().await;
             }
 
