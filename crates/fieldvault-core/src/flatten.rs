@@ -21,6 +21,9 @@ use crate::CoreError;
 use crate::schema::{FieldType, FormSchema, Node, NodeKind};
 use crate::xml::{Element, parse_document};
 
+mod main_row;
+pub use main_row::{MainRowWriter, RowScratch};
+
 /// The error field name for refusals of a submission document.
 const FIELD: &str = "submission";
 /// Most columns one table may gain from [`CsvLayout::discover`] beyond the form's own.
@@ -757,49 +760,114 @@ impl<F: FnMut(usize, Vec<String>) -> Result<(), CoreError>> RepeatCtx<'_, F> {
     }
 }
 
-/// Writes one CSV table: the header, then rows as they come (RFC 4180 quoting).
+/// Writes one CSV table: the header, then rows as they come, encoded by [`csv_line`].
 pub struct TableWriter<W: Write> {
-    inner: csv::Writer<W>,
+    out: W,
+    buf: Vec<u8>,
 }
+
+/// Bytes a [`TableWriter`] gathers before writing them on.
+const TABLE_BUFFER: usize = 64 * 1024;
 
 impl<W: Write> TableWriter<W> {
     /// Starts a table by writing its header.
     pub fn new(out: W, header: &[String]) -> Result<Self, std::io::Error> {
-        let mut inner = csv::WriterBuilder::new().from_writer(out);
-        inner.write_record(header).map_err(csv_io)?;
-        Ok(Self { inner })
-    }
-
-    /// Continues a table whose header was already written (after [`Self::finish`] took the
-    /// bytes so far).
-    pub fn resume(out: W) -> Self {
-        Self {
-            inner: csv::WriterBuilder::new().from_writer(out),
-        }
+        let mut w = Self {
+            out,
+            buf: Vec::with_capacity(TABLE_BUFFER),
+        };
+        w.write_row(header)?;
+        Ok(w)
     }
 
     /// Writes one row.
     pub fn write_row(&mut self, row: &[String]) -> Result<(), std::io::Error> {
-        self.inner.write_record(row).map_err(csv_io)
+        csv_line(&mut self.buf, row);
+        if self.buf.len() >= TABLE_BUFFER {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
     }
 
-    /// The underlying writer (what the CSV writer has flushed to it so far).
-    pub fn get_ref(&self) -> &W {
-        self.inner.get_ref()
-    }
-
-    /// Flushes and returns the underlying writer.
-    pub fn finish(self) -> Result<W, std::io::Error> {
-        self.inner
-            .into_inner()
-            .map_err(|e| std::io::Error::other(e.to_string()))
+    /// Writes what is buffered and returns the underlying writer.
+    pub fn finish(mut self) -> Result<W, std::io::Error> {
+        self.out.write_all(&self.buf)?;
+        self.out.flush()?;
+        Ok(self.out)
     }
 }
 
-fn csv_io(e: csv::Error) -> std::io::Error {
-    match e.into_kind() {
-        csv::ErrorKind::Io(io) => io,
-        other => std::io::Error::other(format!("{other:?}")),
+/// Appends one CSV line (RFC 4180 quoting, `\n` terminated) to `out`. The bytes are those of the
+/// `csv` crate's default writer (a test holds them to it); encoding here, without a writer and
+/// its buffer per row, lets every decrypting core encode its own rows.
+pub fn csv_line<S: AsRef<str>>(out: &mut Vec<u8>, cells: &[S]) {
+    let mut row = csv_row(out);
+    for c in cells {
+        row.cell(c.as_ref());
+    }
+    row.end();
+}
+
+/// A CSV line being appended to a buffer.
+pub(crate) struct CsvRow<'a> {
+    out: &'a mut Vec<u8>,
+    cells: usize,
+    last_empty: bool,
+}
+
+pub(crate) fn csv_row(out: &mut Vec<u8>) -> CsvRow<'_> {
+    CsvRow {
+        out,
+        cells: 0,
+        last_empty: false,
+    }
+}
+
+impl CsvRow<'_> {
+    /// Appends one cell.
+    pub(crate) fn cell(&mut self, s: &str) {
+        self.cell_parts(&[s]);
+    }
+
+    /// Appends one cell made of `parts` in order.
+    pub(crate) fn cell_parts(&mut self, parts: &[&str]) {
+        if self.cells > 0 {
+            self.out.push(b',');
+        }
+        self.cells += 1;
+        // Searched with memchr: a cell is often a long free-text answer, and this runs on every
+        // byte of an export.
+        let quote = parts.iter().any(|p| {
+            let b = p.as_bytes();
+            memchr::memchr3(b',', b'"', b'\n', b).is_some() || memchr::memchr(b'\r', b).is_some()
+        });
+        self.last_empty = parts.iter().all(|p| p.is_empty());
+        if !quote {
+            for p in parts {
+                self.out.extend_from_slice(p.as_bytes());
+            }
+            return;
+        }
+        self.out.push(b'"');
+        for p in parts {
+            let mut rest = p.as_bytes();
+            while let Some(at) = memchr::memchr(b'"', rest) {
+                self.out.extend_from_slice(&rest[..=at]);
+                self.out.push(b'"');
+                rest = &rest[at + 1..];
+            }
+            self.out.extend_from_slice(rest);
+        }
+        self.out.push(b'"');
+    }
+
+    /// Ends the line. A line of one empty cell is written `""`, or it would read as no cell.
+    pub(crate) fn end(self) {
+        if self.cells == 1 && self.last_empty {
+            self.out.extend_from_slice(b"\"\"");
+        }
+        self.out.push(b'\n');
     }
 }
 

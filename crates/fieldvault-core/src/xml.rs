@@ -6,7 +6,9 @@
 //! and a depth cap so a deeply nested document cannot exhaust the stack. Names are reduced to their
 //! local part because namespace prefixes differ between form generators (`h:`, `xf:`, `orx:`, none).
 
-use quick_xml::events::{BytesStart, Event};
+use std::borrow::Cow;
+
+use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
 use crate::CoreError;
@@ -77,112 +79,206 @@ pub(crate) fn parse_document(
     max_bytes: usize,
     what: &'static str,
 ) -> Result<Element, CoreError> {
-    if bytes.len() > max_bytes {
-        return Err(CoreError::invalid(
-            what,
-            format!(
-                "the file is {} bytes, more than the {max_bytes} bytes allowed",
-                bytes.len()
-            ),
-        ));
-    }
-    let malformed =
-        |detail: String| CoreError::invalid(what, format!("not well-formed XML: {detail}"));
-
-    let mut reader = Reader::from_reader(bytes);
-    reader.config_mut().check_end_names = true;
+    let mut reader = CheckedReader::new(bytes, max_bytes, what)?;
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
-
-    loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| malformed(format!("{e} (near byte {})", reader.error_position())))?;
-        match event {
-            Event::DocType(_) => {
-                return Err(CoreError::invalid(
-                    what,
-                    "a DOCTYPE (DTD) is not allowed; remove the <!DOCTYPE …> declaration",
-                ));
-            }
-            Event::Start(start) => {
-                if root.is_some() {
-                    return Err(malformed("more than one top-level element".into()));
-                }
-                if stack.len() >= MAX_DEPTH {
-                    return Err(CoreError::invalid(
-                        what,
-                        format!("elements are nested more than {MAX_DEPTH} levels deep"),
-                    ));
-                }
-                stack.push(element_from(&start, what)?);
-            }
-            Event::Empty(start) => {
-                if root.is_some() {
-                    return Err(malformed("more than one top-level element".into()));
-                }
+    while let Some(piece) = reader.next()? {
+        match piece {
+            Piece::Open { start, empty } => {
                 let el = element_from(&start, what)?;
-                attach(&mut stack, &mut root, el);
-            }
-            Event::End(_) => match stack.pop() {
-                Some(el) => attach(&mut stack, &mut root, el),
-                None => return Err(malformed("closing tag without an opening tag".into())),
-            },
-            Event::Text(t) => {
-                let s = t.decode().map_err(|e| malformed(e.to_string()))?;
-                push_text(&mut stack, &s, &malformed)?;
-            }
-            Event::CData(t) => {
-                let s = t.decode().map_err(|e| malformed(e.to_string()))?;
-                push_text(&mut stack, &s, &malformed)?;
-            }
-            Event::GeneralRef(r) => {
-                let resolved = if r.is_char_ref() {
-                    match r.resolve_char_ref() {
-                        Ok(Some(c)) => c.to_string(),
-                        Ok(None) | Err(_) => {
-                            return Err(malformed("invalid character reference".into()));
-                        }
-                    }
+                if empty {
+                    attach(&mut stack, &mut root, el);
                 } else {
-                    let name = r.decode().map_err(|e| malformed(e.to_string()))?;
-                    match &*name {
-                        "lt" => "<".to_owned(),
-                        "gt" => ">".to_owned(),
-                        "amp" => "&".to_owned(),
-                        "apos" => "'".to_owned(),
-                        "quot" => "\"".to_owned(),
-                        other => {
-                            return Err(CoreError::invalid(
-                                what,
-                                format!(
-                                    "the entity &{other}; is not allowed; only &lt; &gt; &amp; \
-                                     &apos; &quot; and character references may be used"
-                                ),
-                            ));
-                        }
-                    }
-                };
-                push_text(&mut stack, &resolved, &malformed)?;
+                    stack.push(el);
+                }
             }
-            Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
-            Event::Eof => break,
+            Piece::Close => {
+                if let Some(el) = stack.pop() {
+                    attach(&mut stack, &mut root, el);
+                }
+            }
+            Piece::Text(t) => {
+                if let Some(el) = stack.last_mut() {
+                    el.text.push_str(&t);
+                }
+            }
         }
     }
-    if !stack.is_empty() {
-        return Err(malformed(
-            "the document ends before all elements are closed".into(),
-        ));
-    }
-    root.ok_or_else(|| malformed("the document has no element".into()))
+    root.ok_or_else(|| reader.malformed("the document has no element".into()))
 }
 
-fn element_from(start: &BytesStart<'_>, what: &'static str) -> Result<Element, CoreError> {
-    let name = utf8(start.local_name().as_ref(), what)?;
-    let mut el = Element {
-        name,
-        ..Element::default()
-    };
+/// One step of a document that passed the safety rules, for readers that want no tree.
+pub(crate) enum Piece<'a> {
+    /// An element opens; `empty` when it also closes at once (`<x/>`).
+    Open {
+        /// The start tag (check its name with [`local_name`]).
+        start: BytesStart<'a>,
+        /// Whether it is an empty-element tag.
+        empty: bool,
+    },
+    /// The innermost open element closes.
+    Close,
+    /// Text of the innermost open element, references resolved; never outside the root.
+    Text(Cow<'a, str>),
+}
+
+/// quick-xml's reader with the rules above applied to every event: the tree parser and the
+/// streaming CSV writer (`flatten::main_row`) accept exactly the same documents because both
+/// read through this.
+pub(crate) struct CheckedReader<'a> {
+    reader: Reader<&'a [u8]>,
+    what: &'static str,
+    depth: usize,
+    root_seen: bool,
+}
+
+impl<'a> CheckedReader<'a> {
+    /// Refuses a document over `max_bytes` before reading any of it.
+    pub(crate) fn new(
+        bytes: &'a [u8],
+        max_bytes: usize,
+        what: &'static str,
+    ) -> Result<Self, CoreError> {
+        if bytes.len() > max_bytes {
+            return Err(CoreError::invalid(
+                what,
+                format!(
+                    "the file is {} bytes, more than the {max_bytes} bytes allowed",
+                    bytes.len()
+                ),
+            ));
+        }
+        let mut reader = Reader::from_reader(bytes);
+        reader.config_mut().check_end_names = true;
+        Ok(Self {
+            reader,
+            what,
+            depth: 0,
+            root_seen: false,
+        })
+    }
+
+    fn malformed(&self, detail: String) -> CoreError {
+        CoreError::invalid(self.what, format!("not well-formed XML: {detail}"))
+    }
+
+    /// The next piece, `None` at the end of a whole document.
+    pub(crate) fn next(&mut self) -> Result<Option<Piece<'a>>, CoreError> {
+        loop {
+            let event = self.reader.read_event().map_err(|e| {
+                self.malformed(format!("{e} (near byte {})", self.reader.error_position()))
+            })?;
+            let text = match event {
+                Event::DocType(_) => {
+                    return Err(CoreError::invalid(
+                        self.what,
+                        "a DOCTYPE (DTD) is not allowed; remove the <!DOCTYPE …> declaration",
+                    ));
+                }
+                Event::Start(start) => {
+                    self.open()?;
+                    if self.depth >= MAX_DEPTH {
+                        return Err(CoreError::invalid(
+                            self.what,
+                            format!("elements are nested more than {MAX_DEPTH} levels deep"),
+                        ));
+                    }
+                    self.depth += 1;
+                    return Ok(Some(Piece::Open {
+                        start,
+                        empty: false,
+                    }));
+                }
+                Event::Empty(start) => {
+                    self.open()?;
+                    return Ok(Some(Piece::Open { start, empty: true }));
+                }
+                Event::End(_) => {
+                    if self.depth == 0 {
+                        return Err(self.malformed("closing tag without an opening tag".into()));
+                    }
+                    self.depth -= 1;
+                    return Ok(Some(Piece::Close));
+                }
+                Event::Text(t) => t.decode().map_err(|e| self.malformed(e.to_string()))?,
+                Event::CData(t) => t.decode().map_err(|e| self.malformed(e.to_string()))?,
+                Event::GeneralRef(r) => Cow::Owned(self.resolve(&r)?),
+                Event::Comment(_) | Event::Decl(_) | Event::PI(_) => continue,
+                Event::Eof => {
+                    if self.depth > 0 {
+                        return Err(self
+                            .malformed("the document ends before all elements are closed".into()));
+                    }
+                    if !self.root_seen {
+                        return Err(self.malformed("the document has no element".into()));
+                    }
+                    return Ok(None);
+                }
+            };
+            if self.depth > 0 {
+                return Ok(Some(Piece::Text(text)));
+            }
+            if !text.trim().is_empty() {
+                return Err(self.malformed("text outside the top-level element".into()));
+            }
+        }
+    }
+
+    /// An element may open only inside the root, or as the root itself.
+    fn open(&mut self) -> Result<(), CoreError> {
+        if self.depth == 0 && self.root_seen {
+            return Err(self.malformed("more than one top-level element".into()));
+        }
+        self.root_seen = true;
+        Ok(())
+    }
+
+    /// A character reference or one of the five predefined entities; nothing else.
+    fn resolve(&self, r: &BytesRef<'_>) -> Result<String, CoreError> {
+        if r.is_char_ref() {
+            return match r.resolve_char_ref() {
+                Ok(Some(c)) => Ok(c.to_string()),
+                Ok(None) | Err(_) => Err(self.malformed("invalid character reference".into())),
+            };
+        }
+        let name = r.decode().map_err(|e| self.malformed(e.to_string()))?;
+        Ok(match &*name {
+            "lt" => "<",
+            "gt" => ">",
+            "amp" => "&",
+            "apos" => "'",
+            "quot" => "\"",
+            other => {
+                return Err(CoreError::invalid(
+                    self.what,
+                    format!(
+                        "the entity &{other}; is not allowed; only &lt; &gt; &amp; \
+                         &apos; &quot; and character references may be used"
+                    ),
+                ));
+            }
+        }
+        .to_owned())
+    }
+}
+
+/// The element's local name, which must be UTF-8.
+pub(crate) fn local_name<'s>(
+    start: &'s BytesStart<'_>,
+    what: &'static str,
+) -> Result<&'s str, CoreError> {
+    std::str::from_utf8(start.local_name().into_inner())
+        .map_err(|_| CoreError::invalid(what, "not well-formed XML: a name is not valid UTF-8"))
+}
+
+/// Calls `f` with each attribute's qualified name, local name and normalized value; refuses a
+/// malformed attribute. Readers that keep no attributes still call this, so they refuse what the
+/// tree parser refuses.
+pub(crate) fn attributes(
+    start: &BytesStart<'_>,
+    what: &'static str,
+    mut f: impl FnMut(&[u8], &str, Cow<'_, str>) -> Result<(), CoreError>,
+) -> Result<(), CoreError> {
     for attr in start.attributes() {
         let attr = attr.map_err(|e| {
             CoreError::invalid(what, format!("not well-formed XML: bad attribute: {e}"))
@@ -193,45 +289,35 @@ fn element_from(start: &BytesStart<'_>, what: &'static str) -> Result<Element, C
                 format!("not well-formed XML: bad attribute value: {e}"),
             )
         })?;
-        let qname = attr.key.as_ref();
-        if qname == b"xmlns" {
-            el.default_ns = Some(value.into_owned());
-        } else if qname.starts_with(b"xmlns:") {
-            // Prefix declarations are irrelevant once names are matched by local part.
-        } else {
-            el.attrs.push((
-                utf8(attr.key.local_name().as_ref(), what)?,
-                value.into_owned(),
-            ));
-        }
+        let local = std::str::from_utf8(attr.key.local_name().into_inner()).map_err(|_| {
+            CoreError::invalid(what, "not well-formed XML: a name is not valid UTF-8")
+        })?;
+        f(attr.key.as_ref(), local, value)?;
     }
-    Ok(el)
+    Ok(())
 }
 
-fn utf8(bytes: &[u8], what: &'static str) -> Result<String, CoreError> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| CoreError::invalid(what, "not well-formed XML: a name is not valid UTF-8"))
+fn element_from(start: &BytesStart<'_>, what: &'static str) -> Result<Element, CoreError> {
+    let mut el = Element {
+        name: local_name(start, what)?.to_owned(),
+        ..Element::default()
+    };
+    attributes(start, what, |qname, local, value| {
+        if qname == b"xmlns" {
+            el.default_ns = Some(value.into_owned());
+        } else if !qname.starts_with(b"xmlns:") {
+            // Prefix declarations are irrelevant once names are matched by local part.
+            el.attrs.push((local.to_owned(), value.into_owned()));
+        }
+        Ok(())
+    })?;
+    Ok(el)
 }
 
 fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(el),
         None => *root = Some(el),
-    }
-}
-
-fn push_text(
-    stack: &mut [Element],
-    text: &str,
-    malformed: &impl Fn(String) -> CoreError,
-) -> Result<(), CoreError> {
-    match stack.last_mut() {
-        Some(el) => {
-            el.text.push_str(text);
-            Ok(())
-        }
-        None if text.trim().is_empty() => Ok(()),
-        None => Err(malformed("text outside the top-level element".into())),
     }
 }
 

@@ -36,7 +36,7 @@ pub const MAX_LIST: i64 = 1000;
 /// Review states a submission can be given (`received` is the initial one).
 pub const REVIEW_STATES: &[&str] = &["received", "hasIssues", "edited", "approved", "rejected"];
 /// Largest submission XML that is parsed for flattening (the intake limit).
-const MAX_XML: usize = super::intake::MAX_XML_BYTES;
+pub(super) const MAX_XML: usize = super::intake::MAX_XML_BYTES;
 
 /// A form opened for reading its data: project, form, data key and field tree.
 #[derive(Clone)]
@@ -144,10 +144,33 @@ impl Default for Selection {
     }
 }
 
-/// Maps one decrypted submission (instance `None`: ODK-encrypted) to what the consumer wants;
-/// runs on the blocking pool.
+/// Maps one decrypted submission (`None`: ODK-encrypted) to what the consumer wants; runs on
+/// the blocking pool.
 pub type MapFn<T> =
-    Arc<dyn Fn(&SubmissionRecord, Option<&Instance>) -> Result<T, ServiceError> + Send + Sync>;
+    Arc<dyn Fn(&SubmissionRecord, Option<&Doc>) -> Result<T, ServiceError> + Send + Sync>;
+
+/// A decrypted submission as a map receives it: the plaintext, parsed into a tree only when the
+/// map asks (a CSV export's main table is written from the plaintext without one).
+pub struct Doc {
+    xml: Vec<u8>,
+    tree: std::cell::OnceCell<Instance>,
+}
+
+impl Doc {
+    /// The submission's XML.
+    pub fn xml(&self) -> &[u8] {
+        &self.xml
+    }
+
+    /// The parsed submission, parsed on the first call.
+    pub fn instance(&self) -> Result<&Instance, ServiceError> {
+        if let Some(t) = self.tree.get() {
+            return Ok(t);
+        }
+        let parsed = flatten::parse_instance(&self.xml, MAX_XML)?;
+        Ok(self.tree.get_or_init(|| parsed))
+    }
+}
 
 /// One produced item: the record (its sealed XML dropped) and the mapped value.
 pub type Item<T> = Result<(SubmissionRecord, T), ServiceError>;
@@ -354,7 +377,7 @@ async fn pooled<T: Send + 'static>(
 }
 
 type MapRef<'a, T> =
-    &'a (dyn Fn(&SubmissionRecord, Option<&Instance>) -> Result<T, ServiceError> + Send + Sync);
+    &'a (dyn Fn(&SubmissionRecord, Option<&Doc>) -> Result<T, ServiceError> + Send + Sync);
 
 pub(super) fn decode<T>(
     key: &Key256,
@@ -373,8 +396,11 @@ pub(super) fn decode<T>(
         &xml_aad(project_id, form_id, &r.current_instance_id),
         &sealed,
     )?;
-    let inst = flatten::parse_instance(&xml, MAX_XML)?;
-    let v = map(&r, Some(&inst))?;
+    let doc = Doc {
+        xml,
+        tree: std::cell::OnceCell::new(),
+    };
+    let v = map(&r, Some(&doc))?;
     Ok((r, v))
 }
 
@@ -418,19 +444,20 @@ pub struct DataView {
 }
 
 fn flattened(schema: Option<Arc<FormSchema>>) -> MapFn<Option<Map<String, Value>>> {
-    Arc::new(move |_r, inst| {
-        Ok(inst.map(|i| {
-            let mut m = flatten::kobo_json(i, schema.as_deref(), Typing::FromForm);
-            let geo = flatten::geolocation(i, schema.as_deref());
-            m.insert(
-                "_geolocation".into(),
-                match geo {
-                    Some((lat, lon)) => json!([lat, lon]),
-                    None => json!([null, null]),
-                },
-            );
-            m
-        }))
+    Arc::new(move |_r, doc| {
+        let Some(i) = doc.map(Doc::instance).transpose()? else {
+            return Ok(None);
+        };
+        let mut m = flatten::kobo_json(i, schema.as_deref(), Typing::FromForm);
+        let geo = flatten::geolocation(i, schema.as_deref());
+        m.insert(
+            "_geolocation".into(),
+            match geo {
+                Some((lat, lon)) => json!([lat, lon]),
+                None => json!([null, null]),
+            },
+        );
+        Ok(Some(m))
     })
 }
 

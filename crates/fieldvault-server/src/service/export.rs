@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fieldvault_core::flatten::{
-    CsvLayout, CsvOptions, Instance, RowMeta, TableWriter, parse_instance,
+    CsvLayout, CsvOptions, RowMeta, RowScratch, csv_line, parse_instance,
 };
 use fieldvault_core::odata::Filter;
 use fieldvault_core::{Actor, ProjectId, Verb};
@@ -157,8 +157,11 @@ async fn layout(
         app,
         fd,
         sel.clone(),
-        Arc::new(move |_r, inst: Option<&Instance>| {
-            Ok(inst.filter(|i| base.would_grow(i)).cloned())
+        Arc::new(move |_r, doc: Option<&data::Doc>| {
+            let Some(inst) = doc.map(data::Doc::instance).transpose()? else {
+                return Ok(None);
+            };
+            Ok(base.would_grow(inst).then(|| inst.clone()))
         }),
     );
     while let Some(item) = rx.recv().await {
@@ -184,7 +187,16 @@ async fn fits_as_declared(
         && !app.store.form_has_unfitted(fd.form.id).await?)
 }
 
+thread_local! {
+    /// The streaming row writer's buffers, one set per decrypting thread.
+    static SCRATCH: std::cell::RefCell<RowScratch> = std::cell::RefCell::default();
+}
+
 /// One table's pass: its rows, CSV-encoded, handed to `out` in chunks.
+///
+/// The decrypting cores encode the rows, each submission's into its own bytes, so the one task
+/// that gathers them only appends. The main table is written from the plaintext without a
+/// tree (`MainRowWriter`) unless the layout needs the general path.
 async fn table_pass<F, Fut>(
     app: &App,
     fd: &FormData,
@@ -204,32 +216,42 @@ where
         .as_ref()
         .map_or_else(|| "data".to_owned(), |s| s.root.clone());
     let empty = Arc::new(parse_instance(format!("<{root}/>").as_bytes(), 1024)?);
-    let map: data::MapFn<Vec<Vec<String>>> = Arc::new(move |r, inst| {
+    let streaming = if table == 0 {
+        layout.main_row_writer()
+    } else {
+        None
+    };
+    let map: data::MapFn<Vec<u8>> = Arc::new(move |r, doc| {
         let meta = row_meta(r);
-        let inst = inst.unwrap_or(&empty);
-        let mut rows = Vec::new();
+        let mut bytes = Vec::with_capacity(doc.map_or(0, |d| d.xml().len()) + 512);
+        if let (Some(w), Some(doc)) = (&streaming, doc) {
+            SCRATCH.with_borrow_mut(|s| {
+                let written = w.write_row(doc.xml(), data::MAX_XML, &meta, s, &mut bytes);
+                s.shrink();
+                written
+            })?;
+            return Ok(bytes);
+        }
+        let inst = match doc {
+            Some(d) => d.instance()?,
+            None => &empty,
+        };
         l.rows(inst, &meta, Some(table), &mut |_, row| {
-            rows.push(row);
+            csv_line(&mut bytes, &row);
             Ok(())
         })?;
-        Ok(rows)
+        Ok(bytes)
     });
-    let mut w = TableWriter::new(Vec::with_capacity(CHUNK * 2), header).map_err(io)?;
+    let mut buf = Vec::with_capacity(CHUNK * 2);
+    csv_line(&mut buf, header);
     let mut rx = data::stream(app, fd, sel.clone(), map);
     while let Some(item) = rx.recv().await {
         let (_, rows) = item?;
-        for row in rows {
-            w.write_row(&row).map_err(io)?;
-        }
-        // The csv writer buffers internally and flushes to the Vec as its buffer fills; hand on
-        // a chunk once enough has reached the Vec.
-        if w.get_ref().len() >= CHUNK {
-            let buf = w.finish().map_err(io)?;
-            out(buf).await?;
-            w = TableWriter::resume(Vec::with_capacity(CHUNK * 2));
+        buf.extend_from_slice(&rows);
+        if buf.len() >= CHUNK {
+            out(std::mem::replace(&mut buf, Vec::with_capacity(CHUNK * 2))).await?;
         }
     }
-    let buf = w.finish().map_err(io)?;
     if !buf.is_empty() {
         out(buf).await?;
     }

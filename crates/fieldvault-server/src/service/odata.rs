@@ -10,7 +10,6 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use fieldvault_core::flatten::Instance;
 use fieldvault_core::odata::Filter;
 use fieldvault_core::odata_rows::{self, Table};
 use fieldvault_core::schema::{FieldType, FormSchema, Node, NodeKind};
@@ -20,7 +19,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::ServiceError;
-use super::data::{self, FormData, Selection};
+use super::data::{self, Doc, FormData, Selection};
 use crate::api::json::{iso, iso_opt};
 
 use crate::App;
@@ -162,12 +161,12 @@ pub async fn table(
             None
         };
         let wkt = opts.wkt;
-        let map: data::MapFn<Map<String, Value>> = Arc::new(move |r, inst| {
+        let map: data::MapFn<Map<String, Value>> = Arc::new(move |r, doc| {
             Ok(odata_rows::root_row(
                 &schema,
                 &r.instance_id,
                 system(r),
-                inst,
+                doc.map(Doc::instance).transpose()?,
                 wkt,
             ))
         });
@@ -184,21 +183,15 @@ pub async fn table(
     } else {
         let wkt = opts.wkt;
         let path = table.path.clone();
-        let map: data::MapFn<Vec<Map<String, Value>>> =
-            Arc::new(move |r, inst: Option<&Instance>| {
-                let mut rows = Vec::new();
-                if let Some(inst) = inst {
-                    odata_rows::repeat_rows(
-                        &schema,
-                        &path,
-                        &r.instance_id,
-                        inst,
-                        wkt,
-                        &mut |row| rows.push(row),
-                    );
-                }
-                Ok(rows)
-            });
+        let map: data::MapFn<Vec<Map<String, Value>>> = Arc::new(move |r, doc: Option<&Doc>| {
+            let mut rows = Vec::new();
+            if let Some(inst) = doc.map(Doc::instance).transpose()? {
+                odata_rows::repeat_rows(&schema, &path, &r.instance_id, inst, wkt, &mut |row| {
+                    rows.push(row)
+                });
+            }
+            Ok(rows)
+        });
         let after = match &opts.skiptoken {
             Some(t) => Some(decode_token(t, "repeatId")?),
             None => None,
