@@ -97,6 +97,8 @@ impl SqliteSource {
 }
 
 /// A [`PageReader`] over the embedded database.
+/// Its statements are prepared once per connection (`prepare_cached`): a scan runs the same few
+/// queries once per chunk, and parsing them showed in the export profile.
 pub(crate) struct SqliteReader {
     conn: Connection,
 }
@@ -299,7 +301,7 @@ impl PageReader for SqliteReader {
              LIMIT 1 OFFSET ?4",
             deleted_sql(q.deleted)
         );
-        let mut stmt = self.conn.prepare(&sql).map_err(backend)?;
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(backend)?;
         let mut rows = stmt
             .query(params![
                 q.form_id,
@@ -336,7 +338,7 @@ impl PageReader for SqliteReader {
             created_at: i64::MIN,
             id: i64::MIN,
         });
-        let mut stmt = self.conn.prepare(&sql).map_err(backend)?;
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(backend)?;
         let rows = stmt
             .query_map(
                 params![
@@ -361,7 +363,7 @@ impl PageReader for SqliteReader {
     ) -> Result<Vec<KoboRecord>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(concat!(
+            .prepare_cached(concat!(
                 crate::sql::kobo_record_select!(),
                 "WHERE s.form_id = ?1 AND s.deleted_at IS NULL AND s.id > ?2 \
                  ORDER BY s.id LIMIT ?3"
