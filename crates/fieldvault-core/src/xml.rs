@@ -235,31 +235,50 @@ impl<'a> CheckedReader<'a> {
 
     /// A character reference or one of the five predefined entities; nothing else.
     fn resolve(&self, r: &BytesRef<'_>) -> Result<String, CoreError> {
-        if r.is_char_ref() {
-            return match r.resolve_char_ref() {
-                Ok(Some(c)) => Ok(c.to_string()),
-                Ok(None) | Err(_) => Err(self.malformed("invalid character reference".into())),
-            };
-        }
-        let name = r.decode().map_err(|e| self.malformed(e.to_string()))?;
-        Ok(match &*name {
-            "lt" => "<",
-            "gt" => ">",
-            "amp" => "&",
-            "apos" => "'",
-            "quot" => "\"",
-            other => {
-                return Err(CoreError::invalid(
-                    self.what,
-                    format!(
-                        "the entity &{other}; is not allowed; only &lt; &gt; &amp; \
-                         &apos; &quot; and character references may be used"
-                    ),
-                ));
-            }
-        }
-        .to_owned())
+        resolve_reference(r).map_err(|e| match e {
+            BadReference::CharRef => self.malformed("invalid character reference".into()),
+            BadReference::Undecodable(e) => self.malformed(e),
+            BadReference::Entity(other) => CoreError::invalid(
+                self.what,
+                format!(
+                    "the entity &{other}; is not allowed; only &lt; &gt; &amp; \
+                     &apos; &quot; and character references may be used"
+                ),
+            ),
+        })
     }
+}
+
+/// Why a reference was refused.
+pub(crate) enum BadReference {
+    /// A character reference to no character.
+    CharRef,
+    /// The name could not be decoded.
+    Undecodable(String),
+    /// An entity other than the five XML predefines (no DTD declares any here).
+    Entity(String),
+}
+
+/// The text of a character reference or one of the five predefined entities.
+pub(crate) fn resolve_reference(r: &BytesRef<'_>) -> Result<String, BadReference> {
+    if r.is_char_ref() {
+        return match r.resolve_char_ref() {
+            Ok(Some(c)) => Ok(c.to_string()),
+            Ok(None) | Err(_) => Err(BadReference::CharRef),
+        };
+    }
+    let name = r
+        .decode()
+        .map_err(|e| BadReference::Undecodable(e.to_string()))?;
+    Ok(match &*name {
+        "lt" => "<",
+        "gt" => ">",
+        "amp" => "&",
+        "apos" => "'",
+        "quot" => "\"",
+        other => return Err(BadReference::Entity(other.to_owned())),
+    }
+    .to_owned())
 }
 
 /// The element's local name, which must be UTF-8.

@@ -279,22 +279,13 @@ fn resolve(
     r: &quick_xml::events::BytesRef<'_>,
     malformed: &dyn Fn(String) -> CoreError,
 ) -> Result<String, CoreError> {
-    if r.is_char_ref() {
-        return match r.resolve_char_ref() {
-            Ok(Some(c)) => Ok(c.to_string()),
-            _ => Err(malformed("invalid character reference".into())),
-        };
-    }
-    let name = r.decode().map_err(|e| malformed(e.to_string()))?;
-    Ok(match &*name {
-        "lt" => "<",
-        "gt" => ">",
-        "amp" => "&",
-        "apos" => "'",
-        "quot" => "\"",
-        other => return Err(malformed(format!("the entity &{other}; is not allowed"))),
-    }
-    .to_owned())
+    crate::xml::resolve_reference(r).map_err(|e| match e {
+        crate::xml::BadReference::CharRef => malformed("invalid character reference".into()),
+        crate::xml::BadReference::Undecodable(e) => malformed(e),
+        crate::xml::BadReference::Entity(other) => {
+            malformed(format!("the entity &{other}; is not allowed"))
+        }
+    })
 }
 
 fn doctype() -> CoreError {
