@@ -3058,3 +3058,49 @@ async fn change_journal_off_and_on_starts_a_new_timeline() {
     assert_ne!(again.timeline, first.timeline);
     assert!(again.seq >= 2, "sequence numbers are never reused");
 }
+
+/// Closing the embedded store waits for the bulk readers on loan, hands out none afterwards and
+/// keeps none: a connection still open, or being closed, while the process exits crashed the
+/// server after a clean shutdown.
+#[tokio::test]
+async fn sqlite_close_waits_for_readers_and_hands_out_none() {
+    use fieldvault_store::{BulkReadStore as _, Store as _};
+    let dir = tempfile::tempdir().unwrap();
+    let key = Key256::generate().unwrap();
+    let store = std::sync::Arc::new(
+        fieldvault_store::sqlite::SqliteStore::open(&dir.path().join("c.db"), &key, true, 2)
+            .await
+            .unwrap(),
+    );
+    let mut reader = store
+        .page_reader()
+        .expect("the embedded store reads in bulk")
+        .unwrap();
+    let q = PageQuery {
+        form_id: 1,
+        deleted: Deleted::Exclude,
+        after: Cursor::START,
+        limit: 10,
+        with_xml: true,
+    };
+    assert!(reader.range(&q, None).unwrap().is_empty());
+    let closing = {
+        let store = store.clone();
+        tokio::spawn(async move { store.close().await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!closing.is_finished(), "close waits for the reader on loan");
+    assert!(
+        store.page_reader().unwrap().is_err(),
+        "no reader is handed out once closing"
+    );
+    assert!(
+        reader.cursor_after(&q).is_err(),
+        "position lookups stop too"
+    );
+    drop(reader);
+    tokio::time::timeout(std::time::Duration::from_secs(5), closing)
+        .await
+        .expect("close ends once the reader is back")
+        .unwrap();
+}
