@@ -1910,6 +1910,12 @@ async fn bulk_reader_agrees_with_pages(store: &dyn fieldvault_store::Store, fi: 
         return;
     };
     let mut reader = reader.unwrap();
+    assert_eq!(
+        reader.live_count(fi).unwrap(),
+        store.kobo_count(fi).await.unwrap(),
+        "the reader counts what the pool counts"
+    );
+    assert_eq!(reader.live_count(i64::MAX).unwrap(), (0, None));
     for deleted in [Deleted::Exclude, Deleted::Only, Deleted::Include] {
         let q = PageQuery {
             form_id: fi,

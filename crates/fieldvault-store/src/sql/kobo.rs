@@ -90,9 +90,14 @@ macro_rules! kobo_store_impl {
                 &self,
                 form_id: i64,
             ) -> Result<(i64, Option<i64>), $crate::StoreError> {
+                // Two sub-queries in one statement (one snapshot): alone, MAX is one index
+                // probe and COUNT walks the narrowest live-rows index; together, one walk also
+                // stepped the MAX aggregate on every entry.
                 Ok(sqlx::query_as(
-                    "SELECT COUNT(*), MAX(created_at) FROM submissions \
-                     WHERE form_id = $1 AND deleted_at IS NULL",
+                    "SELECT (SELECT COUNT(*) FROM submissions \
+                     WHERE form_id = $1 AND deleted_at IS NULL), \
+                     (SELECT MAX(created_at) FROM submissions \
+                     WHERE form_id = $1 AND deleted_at IS NULL)",
                 )
                 .bind(form_id)
                 .fetch_one(&self.pool)
