@@ -45,13 +45,6 @@ pub trait PageReader: Send {
         until: Option<Cursor>,
     ) -> Result<Vec<SubmissionRecord>, StoreError>;
 
-    /// What [`crate::KoboStore::kobo_count`] returns: the form's live rows and the newest
-    /// `created_at`. Counted on the position reader, whose cache then holds the narrowest
-    /// live-rows index (`(form_id, id)`, about 14 MB at a million rows; the `created_at` one is
-    /// larger than the cache and a walk over all of it evicted itself): through the pool every
-    /// count re-read and decrypted the whole index.
-    fn live_count(&mut self, form_id: i64) -> Result<(i64, Option<i64>), StoreError>;
-
     /// What [`crate::KoboStore::kobo_records`] returns: live records after `after_id` in id
     /// order, at most `limit`.
     fn kobo_records(
@@ -150,7 +143,7 @@ impl ReaderPool {
     }
 
     /// Runs `f` on the position reader, opening it on first use.
-    fn with_positions<R>(
+    pub(crate) fn with_positions<R>(
         &self,
         f: impl FnOnce(&mut SqliteReader) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
@@ -268,10 +261,6 @@ impl PageReader for Pooled {
         self.loan.pool.with_positions(|r| r.cursor_after(q))
     }
 
-    fn live_count(&mut self, form_id: i64) -> Result<(i64, Option<i64>), StoreError> {
-        self.loan.pool.with_positions(|r| r.live_count(form_id))
-    }
-
     fn range(
         &mut self,
         q: &PageQuery,
@@ -305,6 +294,26 @@ fn deleted_sql(d: Deleted) -> &'static str {
 
 const AFTER: &str = "AND (s.created_at < ?2 OR (s.created_at = ?2 AND s.id < ?3)) ";
 const ORDER: &str = "ORDER BY s.created_at DESC, s.id DESC ";
+
+impl SqliteReader {
+    /// A form's live rows and the newest `created_at`, counted in the narrowest live-rows index
+    /// (`(form_id, id)`, about 14 MB at a million rows): on the position reader its pages stay
+    /// cached, where the `created_at` index is larger than the cache and a walk over all of it
+    /// evicted itself.
+    pub(crate) fn live_count(&mut self, form_id: i64) -> Result<(i64, Option<i64>), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT (SELECT COUNT(*) FROM submissions INDEXED BY submissions_form_live_id \
+                 WHERE form_id = ?1 AND deleted_at IS NULL), \
+                 (SELECT MAX(created_at) FROM submissions \
+                 WHERE form_id = ?1 AND deleted_at IS NULL)",
+            )
+            .map_err(backend)?;
+        stmt.query_row(params![form_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(backend)
+    }
+}
 
 impl PageReader for SqliteReader {
     fn cursor_after(&mut self, q: &PageQuery) -> Result<Option<Cursor>, StoreError> {
@@ -368,20 +377,6 @@ impl PageReader for SqliteReader {
             )
             .map_err(backend)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(backend)
-    }
-
-    fn live_count(&mut self, form_id: i64) -> Result<(i64, Option<i64>), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT (SELECT COUNT(*) FROM submissions INDEXED BY submissions_form_live_id \
-                 WHERE form_id = ?1 AND deleted_at IS NULL), \
-                 (SELECT MAX(created_at) FROM submissions \
-                 WHERE form_id = ?1 AND deleted_at IS NULL)",
-            )
-            .map_err(backend)?;
-        stmt.query_row(params![form_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(backend)
     }
 
     fn kobo_records(

@@ -19,6 +19,20 @@ impl PgStore {
     /// Every connection is the pool's, which [`crate::Store::close`] closes.
     async fn close_own_connections(&self) {}
 
+    /// [`crate::KoboStore::kobo_count`]. Two sub-queries in one statement (one snapshot): alone,
+    /// MAX is one index probe; together, the walk also stepped the MAX aggregate on every entry.
+    async fn live_count(&self, form_id: i64) -> Result<(i64, Option<i64>), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM submissions \
+             WHERE form_id = $1 AND deleted_at IS NULL), \
+             (SELECT MAX(created_at) FROM submissions \
+             WHERE form_id = $1 AND deleted_at IS NULL)",
+        )
+        .bind(form_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Connects to `url` and applies pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()

@@ -87,6 +87,16 @@ impl SqliteStore {
         }
     }
 
+    /// [`crate::KoboStore::kobo_count`], on the bulk readers' position reader: its cache holds
+    /// the index the count walks, where a pool connection's 2 MiB cache re-read and decrypted all
+    /// of it for every page a client asked for (see [`crate::bulk_read`]).
+    async fn live_count(&self, form_id: i64) -> Result<(i64, Option<i64>), StoreError> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with_positions(|r| r.live_count(form_id)))
+            .await
+            .map_err(|e| StoreError::Backend(format!("bulk read: {e}")))?
+    }
+
     /// Writes an encrypted, consistent copy of the database to `dest` (`VACUUM INTO`).
     pub async fn snapshot_into(&self, dest: &Path) -> Result<(), StoreError> {
         sqlx::query("VACUUM INTO $1")

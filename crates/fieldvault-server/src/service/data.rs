@@ -404,32 +404,11 @@ pub(super) fn decode<T>(
     Ok((r, v))
 }
 
-/// A form's live rows and the newest `created_at` ([`fieldvault_store::KoboStore::kobo_count`]),
-/// counted on the store's bulk reader when it has one: its position reader keeps the index the
-/// count walks cached, so a client paging through a big form does not re-read it every page.
-pub(super) async fn live_count(
-    app: &App,
-    form_id: i64,
-) -> Result<(i64, Option<i64>), ServiceError> {
-    let store = app.store.clone();
-    let counted = tokio::task::spawn_blocking(move || {
-        store
-            .page_reader()
-            .map(|r| r.and_then(|mut r| r.live_count(form_id)))
-    })
-    .await
-    .map_err(|e| ServiceError::Internal(format!("bulk reader: {e}")))?;
-    match counted {
-        Some(c) => Ok(c?),
-        None => Ok(app.store.kobo_count(form_id).await?),
-    }
-}
-
 /// Counts the rows a selection matches (metadata only, nothing decrypted).
 pub async fn count(app: &App, fd: &FormData, sel: &Selection) -> Result<u64, ServiceError> {
     if sel.filter.is_none() && sel.deleted == Deleted::Exclude {
         // The common case (`$count` or a plain list): one COUNT over the live-rows index.
-        let (n, _) = live_count(app, fd.form.id).await?;
+        let (n, _) = app.store.kobo_count(fd.form.id).await?;
         return Ok(u64::try_from(n).unwrap_or(0));
     }
     let now = fieldvault_store::now_ms();

@@ -244,7 +244,7 @@ pub async fn asset_for_form(
 
 /// Live submissions and the latest receipt time.
 pub async fn stats(app: &App, asset: &Asset) -> Result<(i64, Option<i64>), ServiceError> {
-    super::data::live_count(app, asset.form.id).await
+    Ok(app.store.kobo_count(asset.form.id).await?)
 }
 
 /// Turns stored records into KoboToolbox's flat JSON (§2.2).
@@ -590,7 +590,7 @@ pub async fn data(
     let by_id = req.sort.is_by_id();
     if by_id && req.query.is_all() {
         // No filter and the stored order: count in the index and read only the page.
-        let (total, _) = super::data::live_count(app, asset.form.id).await?;
+        let (total, _) = app.store.kobo_count(asset.form.id).await?;
         let recs = app
             .store
             .kobo_records_at(

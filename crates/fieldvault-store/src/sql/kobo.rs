@@ -90,18 +90,7 @@ macro_rules! kobo_store_impl {
                 &self,
                 form_id: i64,
             ) -> Result<(i64, Option<i64>), $crate::StoreError> {
-                // Two sub-queries in one statement (one snapshot): alone, MAX is one index
-                // probe and COUNT walks the narrowest live-rows index; together, one walk also
-                // stepped the MAX aggregate on every entry.
-                Ok(sqlx::query_as(
-                    "SELECT (SELECT COUNT(*) FROM submissions \
-                     WHERE form_id = $1 AND deleted_at IS NULL), \
-                     (SELECT MAX(created_at) FROM submissions \
-                     WHERE form_id = $1 AND deleted_at IS NULL)",
-                )
-                .bind(form_id)
-                .fetch_one(&self.pool)
-                .await?)
+                self.live_count(form_id).await
             }
 
             async fn kobo_delete(&self, form_id: i64, ids: &[i64]) -> Result<u64, $crate::StoreError> {
