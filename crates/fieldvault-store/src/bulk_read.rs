@@ -71,11 +71,15 @@ impl SqliteSource {
 
     /// Opens a read-only connection; the key is checked by reading the schema.
     pub(crate) fn open(&self) -> Result<SqliteReader, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(backend)?;
+        let conn = self.connect(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        Ok(SqliteReader { conn })
+    }
+
+    /// Opens a connection with `flags` (never creating the file: the pool did), keyed with the
+    /// raw key; the key is checked by reading the schema.
+    pub(crate) fn connect(&self, flags: OpenFlags) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(&self.path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(backend)?;
         let pragma = Zeroizing::new(format!(
             "PRAGMA key = \"x'{}'\";",
             fieldvault_crypto::random::to_hex(self.key.expose())
@@ -92,7 +96,7 @@ impl SqliteSource {
                 }
                 other => backend(other),
             })?;
-        Ok(SqliteReader { conn })
+        Ok(conn)
     }
 }
 

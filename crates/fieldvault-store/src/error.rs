@@ -82,7 +82,7 @@ impl From<object_store::Error> for StoreError {
 
 /// SQLite reports `UNIQUE constraint failed: users.username`; the unique index over
 /// `lower(username)` reports `index 'users_username_key'`. Either way, name what was violated.
-fn sqlite_constraint(message: &str) -> String {
+pub(crate) fn sqlite_constraint(message: &str) -> String {
     if let Some(start) = message.find("index '") {
         let rest = &message[start + 7..];
         if let Some(end) = rest.find('\'') {

@@ -7,20 +7,16 @@
 //! profile showed the writer idle on the socket and PostgreSQL spending its CPU on per-statement
 //! overhead rather than on the rows, which capped intake near 2,000/s.
 //!
-//! Almost every submission is new, and a new one needs no decision beyond "this instanceID is
-//! unknown". So the whole batch of new submissions is written by ONE statement: the rows travel
-//! as arrays, data-modifying CTEs insert the submissions, their versions and their attachment
-//! slots, and the statement runs in its own implicit transaction (one round trip, one WAL
-//! flush). An item skips the fast path when it is an edit (`deprecatedID`), when its instanceID
-//! already exists (retry, split upload, conflict), or when the same instanceID occurs earlier in
-//! the batch; those are decided afterwards by the general path in a second transaction, which
-//! sees the fast path's rows, so a retry in the same batch is a duplicate exactly as before.
-//! Concurrent instances racing on one instanceID still meet the unique indexes: the statement
+//! So the batch's new submissions (which ones: [`crate::intake_split`]) are written by ONE
+//! statement: the rows travel as arrays, data-modifying CTEs insert the submissions, their
+//! versions and their attachment slots, and the statement runs in its own implicit transaction
+//! (one round trip, one WAL flush); the general path decides the rest afterwards. Concurrent instances racing on one instanceID still meet the unique indexes: the statement
 //! then fails as a whole with [`StoreError::Conflict`], which the intake queue answers by
 //! replaying the batch one by one.
 
 use std::collections::HashSet;
 
+use crate::intake_split::slots;
 use crate::postgres::PgStore;
 use crate::{IngestOutcome, NewSubmission, StoreError};
 
@@ -67,51 +63,33 @@ WITH input AS (
 SELECT f.ord, s.id FROM subs s JOIN fresh f ON f.form_id = s.form_id AND f.instance_id = s.instance_id";
 
 impl PgStore {
-    /// Intake of a batch: new submissions in one statement, the rest by the general path.
+    /// Intake of a batch: new submissions in one statement, the rest by the general path
+    /// ([`crate::intake_split`]).
     pub(crate) async fn ingest_batch(
         &self,
         batch: &[NewSubmission],
         used: &mut HashSet<String>,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
-        let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; batch.len()];
-        // Candidates: not an edit, and the first of its instanceID in this batch (a second copy
-        // must see the first one's row, which only the general path afterwards does).
-        let mut seen: HashSet<(i64, &str)> = HashSet::new();
-        let candidates: Vec<usize> = batch
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.deprecated_id.is_none())
-            .filter(|(_, s)| seen.insert((s.form_id, s.instance_id.as_str())))
-            .map(|(i, _)| i)
-            .collect();
-        if !candidates.is_empty() {
-            for (ord, id) in self.fast_insert(batch, &candidates).await? {
-                let slot = usize::try_from(ord)
-                    .ok()
-                    .and_then(|i| outcomes.get_mut(i))
-                    .ok_or_else(|| StoreError::Backend("fast intake: bad row index".into()))?;
-                *slot = Some(IngestOutcome::Created { submission_id: id });
-                if let Some(s) = batch.get(ord as usize) {
-                    used.extend(slots(s).filter_map(|(_, r)| r.map(|a| a.blob_name.clone())));
-                }
-            }
-        }
-        let rest: Vec<usize> = (0..batch.len())
-            .filter(|&i| outcomes.get(i).is_some_and(Option::is_none))
-            .collect();
-        if !rest.is_empty() {
-            let items: Vec<&NewSubmission> = rest.iter().filter_map(|&i| batch.get(i)).collect();
-            let decided = self.ingest_in_transaction(&items, used).await?;
-            for (i, o) in rest.into_iter().zip(decided) {
-                if let Some(slot) = outcomes.get_mut(i) {
-                    *slot = Some(o);
-                }
-            }
-        }
-        outcomes
-            .into_iter()
-            .map(|o| o.ok_or_else(|| StoreError::Backend("intake lost an outcome".into())))
-            .collect()
+        crate::intake_split::ingest_split(
+            batch,
+            used,
+            |which| async move {
+                let rows = self.fast_insert(batch, &which).await?;
+                rows.into_iter()
+                    .map(|(ord, id)| {
+                        usize::try_from(ord)
+                            .map(|i| (i, id))
+                            .map_err(|_| StoreError::Backend("fast intake: bad row index".into()))
+                    })
+                    .collect()
+            },
+            |items| async move {
+                let mut taken = HashSet::new();
+                let outcomes = self.ingest_in_transaction(&items, &mut taken).await?;
+                Ok((outcomes, taken))
+            },
+        )
+        .await
     }
 
     /// Runs [`FAST_INSERT`] for `batch[i]`, `i` in `which`; returns (index, submission id) of
@@ -197,17 +175,4 @@ impl PgStore {
             .await?;
         Ok(rows)
     }
-}
-
-/// The attachment slots of a new submission: each expected name once (sorted), with the file
-/// received for it, if any (the same rule as the general path's `insert_version`).
-fn slots(
-    s: &NewSubmission,
-) -> impl Iterator<Item = (&str, Option<&crate::ReceivedAttachment>)> + '_ {
-    let mut names: Vec<&str> = s.expected_attachments.iter().map(String::as_str).collect();
-    names.sort_unstable();
-    names.dedup();
-    names
-        .into_iter()
-        .map(move |n| (n, s.attachments.iter().find(|a| a.name == n)))
 }

@@ -17,9 +17,8 @@ use crate::StoreError;
 /// The SQLite/SQLCipher store.
 pub struct SqliteStore {
     pub(crate) pool: sqlx::SqlitePool,
-    /// The intake writer's own connection, taken out of the pool on first use (see
-    /// [`SqliteStore::ingest_batch`]).
-    intake: tokio::sync::Mutex<Option<sqlx::SqliteConnection>>,
+    /// The intake writer's own connection (see [`crate::sqlite_intake`]).
+    intake: std::sync::Arc<crate::sqlite_intake::IntakeWriter>,
     /// Blocking bulk readers ([`crate::bulk_read`]), kept open between reads.
     readers: std::sync::Arc<crate::bulk_read::ReaderPool>,
 }
@@ -64,7 +63,9 @@ impl SqliteStore {
             .map_err(|e| StoreError::Setup(format!("database migration failed: {e}")))?;
         Ok(Self {
             pool,
-            intake: tokio::sync::Mutex::new(None),
+            intake: std::sync::Arc::new(crate::sqlite_intake::IntakeWriter::new(
+                crate::bulk_read::SqliteSource::new(path, db_key),
+            )),
             readers: crate::bulk_read::ReaderPool::new(crate::bulk_read::SqliteSource::new(
                 path, db_key,
             )),
@@ -76,15 +77,14 @@ impl SqliteStore {
     /// process exits; a connection still being closed by its worker thread then crashed the
     /// process after a clean shutdown, so every one is closed, and waited for, first.
     async fn close_own_connections(&self) {
-        use sqlx::Connection as _;
         self.readers.close();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while self.readers.on_loan() > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if let Some(conn) = self.intake.lock().await.take() {
-            let _ = conn.close().await;
-        }
+        // Waits for a batch being written (its lock), off the async threads.
+        let intake = self.intake.clone();
+        let _ = tokio::task::spawn_blocking(move || intake.close()).await;
     }
 
     /// [`crate::KoboStore::kobo_count`], on the bulk readers' position reader: its cache holds
@@ -108,46 +108,33 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Intake of a batch: SQLite has one writer at a time anyway, so the whole batch goes
-    /// through the general path in one `BEGIN IMMEDIATE` transaction (one WAL sync).
-    ///
-    /// It runs on a connection of its own rather than on whichever one the pool hands out. Why:
-    /// in WAL mode a connection throws its whole page cache away when another connection has
-    /// committed since its last transaction, and every page SQLCipher reads back is decrypted and
-    /// its HMAC checked. The pool hands its connections out in turn, so each intake transaction
-    /// used to start on a cold cache and re-read (and decrypt) the upper levels of every index
-    /// it inserts into; the profile of single-client intake showed SQLCipher's OpenSSL calls and
-    /// page reads as the largest parts of the database worker's time. A connection sees its own
-    /// commits, so the writer's cache stays warm between batches. Any error drops the connection
-    /// (rolling back what it held) and the next batch takes a fresh one.
+    /// Intake of a batch: the new submissions in one transaction on the intake writer's own
+    /// connection ([`crate::sqlite_intake`]), then the rest by the general path on the pool
+    /// ([`crate::intake_split`]).
     async fn ingest_batch(
         &self,
         batch: &[crate::NewSubmission],
         used: &mut std::collections::HashSet<String>,
     ) -> Result<Vec<crate::IngestOutcome>, StoreError> {
-        use sqlx::Connection as _;
-        let mut slot = self.intake.lock().await;
-        let conn = match slot.take() {
-            Some(c) => c,
-            None => self.pool.acquire().await?.detach(),
-        };
-        let mut conn = conn;
-        let mut kept = std::collections::HashSet::new();
-        let result: Result<Vec<crate::IngestOutcome>, StoreError> = async {
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for s in batch {
-                outcomes.push(Self::ingest_one(&mut tx, s, &mut kept).await?);
-            }
-            tx.commit().await?;
-            Ok(outcomes)
-        }
-        .await;
-        if result.is_ok() {
-            used.extend(kept);
-            *slot = Some(conn);
-        }
-        result
+        crate::intake_split::ingest_split(
+            batch,
+            used,
+            |which| async move {
+                let writer = self.intake.clone();
+                // The writer needs the items on its own thread; copying a batch costs far less
+                // than the hand-overs this call replaces.
+                let items: Vec<crate::NewSubmission> = batch.to_vec();
+                tokio::task::spawn_blocking(move || writer.insert_new(&items, &which))
+                    .await
+                    .map_err(|e| StoreError::Backend(format!("intake writer: {e}")))?
+            },
+            |items| async move {
+                let mut taken = std::collections::HashSet::new();
+                let outcomes = self.ingest_in_transaction(&items, &mut taken).await?;
+                Ok((outcomes, taken))
+            },
+        )
+        .await
     }
 }
 

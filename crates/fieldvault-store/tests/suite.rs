@@ -903,8 +903,8 @@ async fn forms_and_submissions(settings: StorageSettings) {
         1
     );
 
-    // A group-commit batch mixing new submissions (PostgreSQL writes those in one statement)
-    // with a retry of one of them, a conflict, an existing submission and an unexpected file:
+    // A group-commit batch mixing new submissions (each backend writes those on its fast path:
+    // one statement on PostgreSQL, the intake writer's own connection on SQLite) with a retry of one of them, a conflict, an existing submission and an unexpected file:
     // each gets the answer it would get alone, in order, and only used blobs are kept.
     let mut fresh = sub(pi, fi, di, "uuid:g1", "<g1/>");
     fresh.attachments = vec![att("photo.jpg", "blob-g1"), att("extra.bin", "blob-extra")];
@@ -963,6 +963,32 @@ async fn forms_and_submissions(settings: StorageSettings) {
         "the expected slot exists before its file arrives"
     );
     assert_eq!(atts[0].blob_name, None);
+
+    // A row the schema refuses (its definition does not exist) fails the fast path's
+    // transaction as a whole: the new submission before it in the batch is not left behind,
+    // and the next batch is written as usual.
+    let before = store.counts().await.unwrap();
+    let orphan = sub(pi, fi, di + 1_000_000, "uuid:orphan", "<o/>");
+    let refused = store
+        .ingest(&[sub(pi, fi, di, "uuid:beside-orphan", "<ok/>"), orphan])
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(store.counts().await.unwrap(), before);
+    assert!(
+        store
+            .submission(fi, "uuid:beside-orphan")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let r = store
+        .ingest(&[sub(pi, fi, di, "uuid:after-orphan", "<ok/>")])
+        .await
+        .unwrap();
+    assert!(
+        matches!(r.outcomes[0], IngestOutcome::Created { .. }),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]

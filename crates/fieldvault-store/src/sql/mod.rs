@@ -28,7 +28,10 @@ pub(crate) use kobo::{kobo_export_cols, kobo_record_select, kobo_setting_cols, k
 pub(crate) use lifecycle::lifecycle_store_impl;
 pub(crate) use limits::{limit_store_impl, restriction_cols};
 pub(crate) use project_keys::project_key_store_impl;
-pub(crate) use submissions::{submission_cols, submission_store_impl, version_cols};
+pub(crate) use submissions::{
+    INSERT_ATTACHMENT_SLOT, INSERT_IF_UNKNOWN, INSERT_VERSION, submission_cols,
+    submission_store_impl, version_cols,
+};
 pub(crate) use throttle::{throttle_store_impl, to_state};
 pub(crate) use tokens::{api_token_cols, session_cols, token_store_impl};
 pub(crate) use two_factor::two_factor_store_impl;

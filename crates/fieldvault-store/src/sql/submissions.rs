@@ -17,6 +17,32 @@ macro_rules! version_cols {
     };
 }
 
+/// A new submission's row, unless a version of the form already has its instanceID (any
+/// version: an edit's instanceID is as taken as the original's); returns its id, or no row.
+/// Parameters: project, form, instanceID, encrypted, submitting user, app user, device, time.
+/// SQLite's intake writer steps the same text through rusqlite (`crate::sqlite_intake`), which
+/// numbers `$n` parameters by first appearance, as sqlx does.
+pub(crate) const INSERT_IF_UNKNOWN: &str = "INSERT INTO submissions (project_id, form_id, \
+     instance_id, encrypted, submitter_user_id, submitter_app_user_id, device_id, created_at) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (\
+     SELECT 1 FROM submission_versions WHERE form_id = $2 AND instance_id = $3) \
+     ON CONFLICT (form_id, instance_id) DO NOTHING RETURNING id";
+
+/// A current version row; returns its id. Parameters: submission, form, instanceID, definition,
+/// version string, sealed XML, its SHA-256, plaintext size, instanceName, deprecatedID, user,
+/// app user, device, time, fits-form.
+pub(crate) const INSERT_VERSION: &str = "INSERT INTO submission_versions (submission_id, \
+     form_id, instance_id, form_def_id, form_version, xml_sealed, xml_sha256, xml_size, \
+     instance_name, deprecated_id, current, submitter_user_id, submitter_app_user_id, device_id, \
+     created_at, fits_form) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $12, $13, $14, $15) \
+     RETURNING id";
+
+/// An attachment slot of a version. Parameters: version, name, content type, blob, size,
+/// SHA-256 (the last four NULL while the file has not arrived).
+pub(crate) const INSERT_ATTACHMENT_SLOT: &str = "INSERT INTO submission_attachments \
+     (version_id, name, content_type, blob_name, size, sha256) VALUES ($1, $2, $3, $4, $5, $6)";
+
 /// Implements [`crate::SubmissionStore`] for `$store`.
 macro_rules! submission_store_impl {
     ($store:ty, $db:ty, $begin:expr) => {
@@ -30,14 +56,7 @@ macro_rules! submission_store_impl {
                 carried: &[$crate::SubmissionAttachmentRow],
                 used: &mut std::collections::HashSet<String>,
             ) -> Result<i64, $crate::StoreError> {
-                let (version_id,): (i64,) = sqlx::query_as(
-                    "INSERT INTO submission_versions (submission_id, form_id, instance_id, form_def_id, \
-                     form_version, xml_sealed, xml_sha256, xml_size, instance_name, deprecated_id, \
-                     current, submitter_user_id, submitter_app_user_id, device_id, created_at, \
-                     fits_form) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $12, $13, $14, $15) \
-                     RETURNING id",
-                )
+                let (version_id,): (i64,) = sqlx::query_as($crate::sql::INSERT_VERSION)
                 .bind(submission_id)
                 .bind(s.form_id)
                 .bind(&s.instance_id)
@@ -70,10 +89,7 @@ macro_rules! submission_store_impl {
                         (None, Some(c)) => (c.content_type.clone(), c.blob_name.clone(), c.size, c.sha256.clone()),
                         (None, None) => (None, None, None, None),
                     };
-                    sqlx::query(
-                        "INSERT INTO submission_attachments (version_id, name, content_type, blob_name, size, sha256) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
+                    sqlx::query($crate::sql::INSERT_ATTACHMENT_SLOT)
                     .bind(version_id)
                     .bind(name)
                     .bind(ct)
@@ -96,13 +112,7 @@ macro_rules! submission_store_impl {
                 // statement both checks and inserts, instead of a lookup and then an insert; when
                 // it inserts nothing, the full decision below runs as before.
                 if s.deprecated_id.is_none() {
-                    let inserted: Option<(i64,)> = sqlx::query_as(
-                        "INSERT INTO submissions (project_id, form_id, instance_id, encrypted, \
-                         submitter_user_id, submitter_app_user_id, device_id, created_at) \
-                         SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (\
-                         SELECT 1 FROM submission_versions WHERE form_id = $2 AND instance_id = $3) \
-                         ON CONFLICT (form_id, instance_id) DO NOTHING RETURNING id",
-                    )
+                    let inserted: Option<(i64,)> = sqlx::query_as($crate::sql::INSERT_IF_UNKNOWN)
                     .bind(s.project_id)
                     .bind(s.form_id)
                     .bind(&s.instance_id)
@@ -231,9 +241,9 @@ macro_rules! submission_store_impl {
 
         impl $store {
             /// The general intake path: every item decided and written one after the other in
-            /// ONE transaction (new, duplicate, conflict, edit). Returns one outcome per item and
+            /// ONE transaction (new, duplicate, conflict, edit); both backends' fast paths leave
+            /// it what they do not insert ([`crate::intake_split`]). Returns one outcome per item and
             /// adds the blobs the rows took to `used`.
-            #[allow(dead_code, reason = "PostgreSQL's fast path falls back to it; SQLite runs the same steps on its own intake connection")]
             pub(crate) async fn ingest_in_transaction(
                 &self,
                 batch: &[&$crate::NewSubmission],
