@@ -33,6 +33,14 @@ impl PgStore {
         .await?)
     }
 
+    /// [`crate::FormStore::app_user_with_forms_by_token_hash`]: through the pool.
+    async fn app_user_by_token(
+        &self,
+        hash: &[u8],
+    ) -> Result<Option<(crate::AppUserRow, Vec<i64>)>, StoreError> {
+        self.app_user_by_token_pooled(hash).await
+    }
+
     /// Connects to `url` and applies pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()

@@ -97,6 +97,32 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("bulk read: {e}")))?
     }
 
+    /// [`crate::FormStore::app_user_with_forms_by_token_hash`], which every token-authenticated
+    /// request asks: on the intake writer's connection when it is idle, else through the pool.
+    ///
+    /// Why: a pool connection's page cache is thrown away whenever another connection has
+    /// committed, and during intake the writer commits between any two requests, so each
+    /// lookup read and decrypted the same app-user and assignment pages again, on top of the
+    /// hand-over to sqlx's worker thread and back. The writer's cache survives its own commits.
+    /// With concurrent clients the writer is mostly busy and lookups take the pool as before;
+    /// nothing waits for a batch being written.
+    async fn app_user_by_token(
+        &self,
+        hash: &[u8],
+    ) -> Result<Option<(crate::AppUserRow, Vec<i64>)>, StoreError> {
+        if self.intake.is_idle() {
+            let writer = self.intake.clone();
+            let h = hash.to_vec();
+            let read = tokio::task::spawn_blocking(move || writer.try_app_user_by_token(&h))
+                .await
+                .map_err(|e| StoreError::Backend(format!("intake writer: {e}")))?;
+            if let Some(found) = read {
+                return found;
+            }
+        }
+        self.app_user_by_token_pooled(hash).await
+    }
+
     /// Writes an encrypted, consistent copy of the database to `dest` (`VACUUM INTO`).
     pub async fn snapshot_into(&self, dest: &Path) -> Result<(), StoreError> {
         sqlx::query("VACUUM INTO $1")

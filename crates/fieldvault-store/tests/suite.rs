@@ -989,6 +989,39 @@ async fn forms_and_submissions(settings: StorageSettings) {
         matches!(r.outcomes[0], IngestOutcome::Created { .. }),
         "{r:?}"
     );
+
+    // The token lookup of every collector request (on SQLite, on the intake writer's connection
+    // between batches, whose page cache outlives its commits): assignments and a revocation
+    // made through other connections are seen at once, intake in between or not.
+    let lookup = |hash: &'static [u8]| {
+        let store = store.clone();
+        async move { store.app_user_with_forms_by_token_hash(hash).await.unwrap() }
+    };
+    let au2 = store
+        .create_app_user(pid, "Enumerator 2", b"hash-2", None)
+        .await
+        .unwrap();
+    let (found, forms) = lookup(b"hash-2").await.unwrap();
+    assert_eq!(
+        (found.id, found.display_name.as_str()),
+        (au2.id, "Enumerator 2")
+    );
+    assert!(forms.is_empty());
+    store.assign_form(au2.id, fi).await.unwrap();
+    assert_eq!(lookup(b"hash-2").await.unwrap().1, vec![fi]);
+    store
+        .ingest(&[sub(pi, fi, di, "uuid:between-lookups", "<x/>")])
+        .await
+        .unwrap();
+    assert_eq!(lookup(b"hash-2").await.unwrap().1, vec![fi]);
+    store.unassign_form(au2.id, fi).await.unwrap();
+    assert!(lookup(b"hash-2").await.unwrap().1.is_empty());
+    store.revoke_app_user(au2.id).await.unwrap();
+    assert!(
+        lookup(b"hash-2").await.is_none(),
+        "a revoked token is refused at once"
+    );
+    assert!(lookup(b"hash-1").await.is_none());
 }
 
 #[tokio::test]

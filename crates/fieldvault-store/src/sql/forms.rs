@@ -22,6 +22,14 @@ macro_rules! app_user_cols {
     };
 }
 
+/// A collector by token hash (not revoked), one row per assigned form (`assigned_form_id`,
+/// NULL when none), sorted by form. SQLite also steps it through rusqlite
+/// (`crate::sqlite_intake`), reading the columns by position.
+pub(crate) const APP_USER_BY_TOKEN: &str = "SELECT u.id, u.project_id, u.display_name, \
+     u.token_hash, u.created_by, u.created_at, u.revoked_at, a.form_id AS assigned_form_id \
+     FROM app_users u LEFT JOIN form_assignments a ON a.app_user_id = u.id \
+     WHERE u.token_hash = $1 AND u.revoked_at IS NULL ORDER BY a.form_id";
+
 /// Implements [`crate::FormStore`] for `$store` (a struct with a `pool` field).
 macro_rules! form_store_impl {
     ($store:ty, $db:ty, $begin:expr) => {
@@ -62,6 +70,30 @@ macro_rules! form_store_impl {
                     .await?;
                 }
                 Ok(row)
+            }
+        }
+
+        impl $store {
+            /// [`crate::FormStore::app_user_with_forms_by_token_hash`] through the pool (each
+            /// backend's `app_user_by_token` decides where it reads).
+            async fn app_user_by_token_pooled(
+                &self,
+                hash: &[u8],
+            ) -> Result<Option<($crate::AppUserRow, Vec<i64>)>, $crate::StoreError> {
+                let rows = sqlx::query($crate::sql::APP_USER_BY_TOKEN)
+                    .bind(hash)
+                .fetch_all(&self.pool)
+                .await?;
+                let Some(first) = rows.first() else {
+                    return Ok(None);
+                };
+                let user: $crate::AppUserRow = sqlx::FromRow::from_row(first)?;
+                let mut forms = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let f: Option<i64> = sqlx::Row::try_get(r, "assigned_form_id")?;
+                    forms.extend(f);
+                }
+                Ok(Some((user, forms)))
             }
         }
 
@@ -478,25 +510,7 @@ macro_rules! form_store_impl {
                 &self,
                 hash: &[u8],
             ) -> Result<Option<($crate::AppUserRow, Vec<i64>)>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "SELECT u.id, u.project_id, u.display_name, u.token_hash, u.created_by, \
-                     u.created_at, u.revoked_at, a.form_id AS assigned_form_id \
-                     FROM app_users u LEFT JOIN form_assignments a ON a.app_user_id = u.id \
-                     WHERE u.token_hash = $1 AND u.revoked_at IS NULL ORDER BY a.form_id",
-                )
-                .bind(hash)
-                .fetch_all(&self.pool)
-                .await?;
-                let Some(first) = rows.first() else {
-                    return Ok(None);
-                };
-                let user: $crate::AppUserRow = sqlx::FromRow::from_row(first)?;
-                let mut forms = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    let f: Option<i64> = sqlx::Row::try_get(r, "assigned_form_id")?;
-                    forms.extend(f);
-                }
-                Ok(Some((user, forms)))
+                self.app_user_by_token(hash).await
             }
 
             async fn assigned_forms(&self, app_user_id: i64) -> Result<Vec<i64>, $crate::StoreError> {

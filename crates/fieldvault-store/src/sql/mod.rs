@@ -23,7 +23,7 @@ mod two_factor;
 pub(crate) use accounts::{shared_store_impl, user_cols};
 pub(crate) use audit::audit_store_impl;
 pub(crate) use data::{data_store_impl, page_where, record_select};
-pub(crate) use forms::{app_user_cols, def_cols, form_cols, form_store_impl};
+pub(crate) use forms::{APP_USER_BY_TOKEN, app_user_cols, def_cols, form_cols, form_store_impl};
 pub(crate) use kobo::{kobo_export_cols, kobo_record_select, kobo_setting_cols, kobo_store_impl};
 pub(crate) use lifecycle::lifecycle_store_impl;
 pub(crate) use limits::{limit_store_impl, restriction_cols};
