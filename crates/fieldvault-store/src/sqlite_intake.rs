@@ -24,6 +24,9 @@ use crate::bulk_read::SqliteSource;
 use crate::intake_split::slots;
 use crate::{AppUserRow, NewSubmission, StoreError};
 
+/// A collector and its assigned forms, as the token lookup returns them.
+type Collector = (AppUserRow, Vec<i64>);
+
 /// The intake writer's connection, opened on first use.
 pub(crate) struct IntakeWriter {
     source: SqliteSource,
@@ -77,7 +80,7 @@ impl IntakeWriter {
     pub(crate) fn try_app_user_by_token(
         &self,
         hash: &[u8],
-    ) -> Option<Result<Option<(AppUserRow, Vec<i64>)>, StoreError>> {
+    ) -> Option<Result<Option<Collector>, StoreError>> {
         let mut slot = self.conn.try_lock().ok()?;
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return None;
@@ -192,10 +195,10 @@ fn insert(
 fn app_user_by_token(
     conn: &rusqlite::Connection,
     hash: &[u8],
-) -> rusqlite::Result<Option<(AppUserRow, Vec<i64>)>> {
+) -> rusqlite::Result<Option<Collector>> {
     let mut stmt = conn.prepare_cached(crate::sql::APP_USER_BY_TOKEN)?;
     let mut rows = stmt.query(params![hash])?;
-    let mut found: Option<(AppUserRow, Vec<i64>)> = None;
+    let mut found: Option<Collector> = None;
     while let Some(r) = rows.next()? {
         let form: Option<i64> = r.get(7)?;
         match &mut found {
