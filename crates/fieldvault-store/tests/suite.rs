@@ -2012,10 +2012,25 @@ async fn bulk_reader_agrees_with_pages(store: &dyn fieldvault_store::Store, fi: 
                 })
                 .unwrap();
             assert_eq!(at, Some(pages[n - 1].cursor()), "{deleted:?} row {n}");
-            // A range from the start to that cursor holds exactly the first n rows.
+            // A range from the start to that cursor holds exactly the first n rows; also when
+            // no limit cuts it (read oldest first and turned around: the same order).
             let upto = reader.range(&q, at).unwrap();
             assert_eq!(ids(&upto), ids(&pages[..n]));
+            let whole = PageQuery {
+                limit: i64::MAX,
+                ..q
+            };
+            assert_eq!(ids(&reader.range(&whole, at).unwrap()), ids(&pages[..n]));
         }
+        let whole = PageQuery {
+            limit: i64::MAX,
+            ..q
+        };
+        assert_eq!(
+            ids(&reader.range(&whole, None).unwrap()),
+            ids(&pages),
+            "{deleted:?}"
+        );
         let past = PageQuery {
             limit: pages.len() as i64 + 1,
             ..q
