@@ -78,15 +78,17 @@ impl SqliteSource {
     /// Opens a connection with `flags` (never creating the file: the pool did), keyed with the
     /// raw key; the key is checked by reading the schema.
     pub(crate) fn connect(&self, flags: OpenFlags) -> Result<Connection, StoreError> {
+        let open_failed =
+            |e: rusqlite::Error| StoreError::Backend(format!("opening the database: {e}"));
         let conn = Connection::open_with_flags(&self.path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(backend)?;
+            .map_err(open_failed)?;
         let pragma = Zeroizing::new(format!(
             "PRAGMA key = \"x'{}'\";",
             fieldvault_crypto::random::to_hex(self.key.expose())
         ));
-        conn.execute_batch(&pragma).map_err(backend)?;
+        conn.execute_batch(&pragma).map_err(open_failed)?;
         conn.busy_timeout(Duration::from_secs(10))
-            .map_err(backend)?;
+            .map_err(open_failed)?;
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
             .map_err(|e| match e {
                 rusqlite::Error::SqliteFailure(f, _)
@@ -94,7 +96,7 @@ impl SqliteSource {
                 {
                     StoreError::Corrupt("the database file is not readable with this key".into())
                 }
-                other => backend(other),
+                other => open_failed(other),
             })?;
         Ok(conn)
     }

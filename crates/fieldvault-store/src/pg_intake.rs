@@ -83,11 +83,7 @@ impl PgStore {
                     })
                     .collect()
             },
-            |items| async move {
-                let mut taken = HashSet::new();
-                let outcomes = self.ingest_in_transaction(&items, &mut taken).await?;
-                Ok((outcomes, taken))
-            },
+            |items| async move { self.ingest_in_transaction(&items).await },
         )
         .await
     }

@@ -147,18 +147,17 @@ impl SqliteStore {
             used,
             |which| async move {
                 let writer = self.intake.clone();
-                // The writer needs the items on its own thread; copying a batch costs far less
+                // The writer needs the candidates on its own thread; copying them costs far less
                 // than the hand-overs this call replaces.
-                let items: Vec<crate::NewSubmission> = batch.to_vec();
-                tokio::task::spawn_blocking(move || writer.insert_new(&items, &which))
+                let items: Vec<(usize, crate::NewSubmission)> = which
+                    .into_iter()
+                    .filter_map(|i| batch.get(i).map(|s| (i, s.clone())))
+                    .collect();
+                tokio::task::spawn_blocking(move || writer.insert_new(&items))
                     .await
                     .map_err(|e| StoreError::Backend(format!("intake writer: {e}")))?
             },
-            |items| async move {
-                let mut taken = std::collections::HashSet::new();
-                let outcomes = self.ingest_in_transaction(&items, &mut taken).await?;
-                Ok((outcomes, taken))
-            },
+            |items| async move { self.ingest_in_transaction(&items).await },
         )
         .await
     }

@@ -43,15 +43,12 @@ impl IntakeWriter {
         }
     }
 
-    /// Inserts `batch[i]` for `i` in `which` when its instanceID is unknown, in one transaction
-    /// committed before this returns; returns `(i, submission id)` of those inserted. Blocking.
-    ///
-    /// Any error rolls the whole transaction back and drops the connection: the next batch opens
-    /// a fresh one rather than trusting one in an unknown state.
+    /// Inserts each `(i, submission)` of `items` whose instanceID is unknown, in one
+    /// transaction committed before this returns; returns `(i, submission id)` of those
+    /// inserted. Blocking.
     pub(crate) fn insert_new(
         &self,
-        batch: &[NewSubmission],
-        which: &[usize],
+        items: &[(usize, NewSubmission)],
     ) -> Result<Vec<(usize, i64)>, StoreError> {
         let mut slot = self
             .conn
@@ -60,13 +57,7 @@ impl IntakeWriter {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(StoreError::Unavailable("the store is closing".into()));
         }
-        let mut conn = match slot.take() {
-            Some(c) => c,
-            None => self.open()?,
-        };
-        let inserted = insert(&mut conn, batch, which).map_err(error)?;
-        *slot = Some(conn);
-        Ok(inserted)
+        self.run(&mut slot, |c| insert(c, items))
     }
 
     /// No batch is being written right now (a hint: it may start at once).
@@ -85,18 +76,24 @@ impl IntakeWriter {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
-        let conn = match slot.take() {
+        Some(self.run(&mut slot, |c| app_user_by_token(c, hash)))
+    }
+
+    /// Runs `f` on the connection in `slot`, opening one if there is none. Any error drops the
+    /// connection (rolling back what it held): the next call opens a fresh one rather than
+    /// trusting one in an unknown state.
+    fn run<R>(
+        &self,
+        slot: &mut Option<rusqlite::Connection>,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
+        let mut conn = match slot.take() {
             Some(c) => c,
-            None => match self.open() {
-                Ok(c) => c,
-                Err(e) => return Some(Err(e)),
-            },
+            None => self.open()?,
         };
-        let found = app_user_by_token(&conn, hash).map_err(error);
-        if found.is_ok() {
-            *slot = Some(conn);
-        }
-        Some(found)
+        let out = f(&mut conn).map_err(error)?;
+        *slot = Some(conn);
+        Ok(out)
     }
 
     /// Closes the connection and opens none from now on (at shutdown: see
@@ -125,17 +122,15 @@ impl IntakeWriter {
 
 fn insert(
     conn: &mut rusqlite::Connection,
-    batch: &[NewSubmission],
-    which: &[usize],
+    items: &[(usize, NewSubmission)],
 ) -> rusqlite::Result<Vec<(usize, i64)>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut inserted = Vec::with_capacity(which.len());
+    let mut inserted = Vec::with_capacity(items.len());
     {
         let mut submission = tx.prepare_cached(crate::sql::INSERT_IF_UNKNOWN)?;
         let mut version = tx.prepare_cached(crate::sql::INSERT_VERSION)?;
         let mut attachment = tx.prepare_cached(crate::sql::INSERT_ATTACHMENT_SLOT)?;
-        for &i in which {
-            let Some(s) = batch.get(i) else { continue };
+        for (i, s) in items {
             let now = crate::now_ms();
             let id: Option<i64> = submission
                 .query_row(
@@ -183,7 +178,7 @@ fn insert(
                     received.map(|a| a.sha256.as_slice()),
                 ])?;
             }
-            inserted.push((i, submission_id));
+            inserted.push((*i, submission_id));
         }
     }
     tx.commit()?;
@@ -193,7 +188,7 @@ fn insert(
 /// The rows of [`crate::sql::APP_USER_BY_TOKEN`]: the collector from the first, the assigned
 /// forms from all.
 fn app_user_by_token(
-    conn: &rusqlite::Connection,
+    conn: &mut rusqlite::Connection,
     hash: &[u8],
 ) -> rusqlite::Result<Option<Collector>> {
     let mut stmt = conn.prepare_cached(crate::sql::APP_USER_BY_TOKEN)?;

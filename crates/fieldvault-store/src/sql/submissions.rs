@@ -243,22 +243,22 @@ macro_rules! submission_store_impl {
             /// The general intake path: every item decided and written one after the other in
             /// ONE transaction (new, duplicate, conflict, edit); both backends' fast paths leave
             /// it what they do not insert ([`crate::intake_split`]). Returns one outcome per item and
-            /// adds the blobs the rows took to `used`.
+            /// the blobs the rows took.
             pub(crate) async fn ingest_in_transaction(
                 &self,
                 batch: &[&$crate::NewSubmission],
-                used: &mut std::collections::HashSet<String>,
-            ) -> Result<Vec<$crate::IngestOutcome>, $crate::StoreError> {
+            ) -> Result<(Vec<$crate::IngestOutcome>, std::collections::HashSet<String>), $crate::StoreError> {
                 let mut outcomes = Vec::with_capacity(batch.len());
+                let mut used = std::collections::HashSet::new();
                 if batch.is_empty() {
-                    return Ok(outcomes);
+                    return Ok((outcomes, used));
                 }
                 let mut tx = self.pool.begin_with($begin).await?;
                 for s in batch {
-                    outcomes.push(Self::ingest_one(&mut tx, s, used).await?);
+                    outcomes.push(Self::ingest_one(&mut tx, s, &mut used).await?);
                 }
                 tx.commit().await?;
-                Ok(outcomes)
+                Ok((outcomes, used))
             }
         }
 
