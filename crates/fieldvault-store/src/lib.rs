@@ -35,6 +35,7 @@ pub mod sqlite;
 mod sqlite_intake;
 pub mod submissions;
 pub mod throttle;
+mod token_cache;
 pub mod tokens;
 pub mod two_factor;
 

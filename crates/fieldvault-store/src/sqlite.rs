@@ -21,6 +21,8 @@ pub struct SqliteStore {
     intake: std::sync::Arc<crate::sqlite_intake::IntakeWriter>,
     /// Blocking bulk readers ([`crate::bulk_read`]), kept open between reads.
     readers: std::sync::Arc<crate::bulk_read::ReaderPool>,
+    /// Collector-token lookups, valid until `app_users` or `form_assignments` change.
+    tokens: std::sync::Arc<crate::token_cache::TokenCache>,
 }
 
 impl SqliteStore {
@@ -47,8 +49,18 @@ impl SqliteStore {
             // that the data key could still open (the file is SQLCipher-encrypted as a whole).
             .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(10));
+        let tokens = std::sync::Arc::new(crate::token_cache::TokenCache::default());
+        let (on_connect, on_release) = (tokens.clone(), tokens.clone());
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
+            .after_connect(move |conn, _| {
+                let t = on_connect.clone();
+                Box::pin(async move { t.watch(conn).await })
+            })
+            .after_release(move |conn, _| {
+                let t = on_release.clone();
+                Box::pin(async move { t.released(conn).await.map(|()| true) })
+            })
             .connect_with(opts)
             .await
             .map_err(|e| open_error(path, e))?;
@@ -69,6 +81,7 @@ impl SqliteStore {
             readers: crate::bulk_read::ReaderPool::new(crate::bulk_read::SqliteSource::new(
                 path, db_key,
             )),
+            tokens,
         })
     }
 
@@ -98,18 +111,35 @@ impl SqliteStore {
     }
 
     /// [`crate::FormStore::app_user_with_forms_by_token_hash`], which every token-authenticated
-    /// request asks: on the intake writer's connection when it is idle, else through the pool.
+    /// request asks: from [`crate::token_cache`] while no change to the tables it reads has
+    /// begun since the answer was read, else from the database.
     ///
     /// Why: a pool connection's page cache is thrown away whenever another connection has
     /// committed, and during intake the writer commits between any two requests, so each
     /// lookup read and decrypted the same app-user and assignment pages again, on top of the
-    /// hand-over to sqlx's worker thread and back. The writer's cache survives its own commits.
-    /// With concurrent clients the writer is mostly busy and lookups take the pool as before;
-    /// nothing waits for a batch being written.
+    /// hand-over to sqlx's worker thread and back.
     async fn app_user_by_token(
         &self,
         hash: &[u8],
-    ) -> Result<Option<(crate::AppUserRow, Vec<i64>)>, StoreError> {
+    ) -> Result<Option<crate::token_cache::Collector>, StoreError> {
+        let stamp = self.tokens.stamp();
+        if let Some(hit) = self.tokens.get(stamp, hash) {
+            return Ok(Some(hit));
+        }
+        let found = self.app_user_by_token_uncached(hash).await?;
+        if let Some(c) = &found {
+            self.tokens.put(stamp, hash, c);
+        }
+        Ok(found)
+    }
+
+    /// The token lookup in the database: on the intake writer's connection when it is idle (its
+    /// cache survives its own commits), else through the pool; nothing waits for a batch being
+    /// written.
+    async fn app_user_by_token_uncached(
+        &self,
+        hash: &[u8],
+    ) -> Result<Option<crate::token_cache::Collector>, StoreError> {
         if self.intake.is_idle() {
             let writer = self.intake.clone();
             let h = hash.to_vec();

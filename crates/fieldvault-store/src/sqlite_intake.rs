@@ -22,10 +22,8 @@ use rusqlite::{OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 
 use crate::bulk_read::SqliteSource;
 use crate::intake_split::slots;
+use crate::token_cache::Collector;
 use crate::{AppUserRow, NewSubmission, StoreError};
-
-/// A collector and its assigned forms, as the token lookup returns them.
-type Collector = (AppUserRow, Vec<i64>);
 
 /// The intake writer's connection, opened on first use.
 pub(crate) struct IntakeWriter {

@@ -1022,6 +1022,69 @@ async fn forms_and_submissions(settings: StorageSettings) {
         "a revoked token is refused at once"
     );
     assert!(lookup(b"hash-1").await.is_none());
+
+    // The same while other requests keep looking the token up (on SQLite, from the lookup
+    // cache): once the revocation or the withdrawal has returned, no lookup sees the old state.
+    for round in 0..20u32 {
+        let hash = format!("hash-race-{round}").into_bytes();
+        let au = store
+            .create_app_user(pid, "Racer", &hash, None)
+            .await
+            .unwrap();
+        store.assign_form(au.id, fi).await.unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hammers: Vec<_> = (0..3)
+            .map(|_| {
+                let (store, hash, stop) = (store.clone(), hash.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut seen = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if store
+                            .app_user_with_forms_by_token_hash(&hash)
+                            .await
+                            .unwrap()
+                            .is_some()
+                        {
+                            seen += 1;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        store.unassign_form(au.id, fi).await.unwrap();
+        for _ in 0..5 {
+            let (_, forms) = store
+                .app_user_with_forms_by_token_hash(&hash)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                forms.is_empty(),
+                "round {round}: a withdrawn form is gone at once"
+            );
+        }
+        store.revoke_app_user(au.id).await.unwrap();
+        for _ in 0..5 {
+            assert!(
+                store
+                    .app_user_with_forms_by_token_hash(&hash)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "round {round}: a revoked token is refused at once"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in hammers {
+            assert!(
+                h.await.unwrap() > 0,
+                "the lookups ran while the token was live"
+            );
+        }
+    }
 }
 
 #[tokio::test]
