@@ -17,6 +17,8 @@ use serde::Serialize;
 const BUDGET: Duration = Duration::from_millis(2500);
 /// Block size for the write and cipher tests.
 const MIB: usize = 1024 * 1024;
+/// Size of each file in the small-file test: the benchmark's attachment.
+pub const SMALL_FILE_BYTES: usize = 100 * 1024;
 
 /// Measured limits of this machine.
 #[derive(Debug, Serialize)]
@@ -27,6 +29,13 @@ pub struct Limits {
     pub seq_write_mb_per_sec: f64,
     /// Bytes actually written in the sequential-write test (it stops early at the budget).
     pub seq_write_bytes: u64,
+    /// Durable new files of [`SMALL_FILE_BYTES`] per second, one stream per core into one
+    /// directory, each created under a staging name, written, `sync_all`'d, renamed into place
+    /// and its directory fsync'd: what storing one attachment costs the file system before any
+    /// encryption or HTTP. Attachment intake is bounded by this as much as by bandwidth.
+    pub small_files_per_sec: f64,
+    /// Streams used for `small_files_per_sec`.
+    pub small_file_streams: usize,
     /// `envelope::seal` over 1 MiB buffers on one core, MB/s: the small-record API, including its
     /// per-call cipher set-up and allocation.
     pub aes_gcm_envelope_mb_per_sec: f64,
@@ -48,6 +57,8 @@ pub fn measure(dir: &Path, write_mib: u64) -> anyhow::Result<Limits> {
     let fsync_per_sec = fsync_rate(&scratch.path().join("fsync.dat"))?;
     let (seq_write_bytes, seq_write_mb_per_sec) =
         sequential_write(&scratch.path().join("seq.dat"), write_mib)?;
+    let small_file_streams = std::thread::available_parallelism().map_or(1, usize::from);
+    let small_files_per_sec = small_file_rate(&scratch.path().join("files"), small_file_streams)?;
     let key = Key256::generate().context("cannot generate a key")?;
     let aes_gcm_envelope_mb_per_sec =
         cipher_rate(|buf| fieldvault_crypto::envelope::seal(&key, b"bench", buf).map(|v| v.len()))?;
@@ -67,6 +78,8 @@ pub fn measure(dir: &Path, write_mib: u64) -> anyhow::Result<Limits> {
         fsync_per_sec,
         seq_write_mb_per_sec,
         seq_write_bytes,
+        small_files_per_sec,
+        small_file_streams,
         aes_gcm_envelope_mb_per_sec,
         aes_gcm_stream_mb_per_sec,
         pbkdf2_ms,
@@ -127,6 +140,56 @@ fn sequential_write(path: &Path, mib: u64) -> anyhow::Result<(u64, f64)> {
     // Free the space right away rather than at the end of the run.
     std::fs::remove_file(path).ok();
     Ok((written, written as f64 / 1e6 / secs))
+}
+
+/// Creates durable [`SMALL_FILE_BYTES`] files in `dir` from `streams` threads until the budget
+/// is spent, the way a blob store does (staging name, write, `sync_all`, rename, directory
+/// fsync); returns files per second over all streams.
+fn small_file_rate(dir: &Path, streams: usize) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let start = Instant::now();
+    let counts = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..streams.max(1))
+            .map(|t| {
+                scope.spawn(move || -> anyhow::Result<u64> {
+                    let mut block = vec![0u8; SMALL_FILE_BYTES];
+                    let mut n = 0u64;
+                    while start.elapsed() < BUDGET {
+                        block[..8].copy_from_slice(&n.to_le_bytes());
+                        block[8] = t as u8;
+                        let staged = dir.join(format!("{t}-{n}#staged"));
+                        let done = dir.join(format!("{t}-{n}"));
+                        let mut f = OpenOptions::new()
+                            .create_new(true)
+                            .write(true)
+                            .open(&staged)
+                            .with_context(|| format!("cannot create {}", staged.display()))?;
+                        f.write_all(&block)
+                            .context("small-file test: write failed")?;
+                        f.sync_all().context("small-file test: sync_all failed")?;
+                        drop(f);
+                        std::fs::rename(&staged, &done).context("small-file test: rename")?;
+                        std::fs::File::open(dir)
+                            .and_then(|d| d.sync_all())
+                            .context("small-file test: directory fsync")?;
+                        n += 1;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("small-file test thread panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<u64>>>()
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    // Free the space (and the inodes) right away rather than at the end of the run.
+    std::fs::remove_dir_all(dir).ok();
+    Ok(counts.iter().sum::<u64>() as f64 / secs)
 }
 
 /// Calls `seal` on a 1 MiB buffer until the budget is spent; returns plaintext MB/s.

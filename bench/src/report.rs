@@ -192,6 +192,21 @@ impl Report {
             "DESIGN dev machine ~190 MB/s",
         );
         row(
+            &format!(
+                "durable new {} KiB files, {} streams (create, write, sync_all, rename, dir fsync)",
+                crate::limits::SMALL_FILE_BYTES / 1024,
+                l.small_file_streams
+            ),
+            l.small_files_per_sec,
+            "files/s",
+            None,
+            &format!(
+                "= {} MB/s, {:.2} of seq write",
+                fmt(small_file_mb_per_sec(l)),
+                small_file_mb_per_sec(l) / l.seq_write_mb_per_sec.max(1e-9)
+            ),
+        );
+        row(
             "AES-256-GCM envelope::seal, 1 MiB, one core",
             l.aes_gcm_envelope_mb_per_sec,
             "MB/s",
@@ -348,9 +363,10 @@ impl Report {
                 )
             } else if r.attachment_bytes > 0 {
                 format!(
-                    "{} MB/s = {:.2} of seq write",
+                    "{} MB/s = {:.2} of seq write, {:.2} of durable new files",
                     fmt(r.attachment_mb_per_sec),
-                    r.attachment_mb_per_sec / seq
+                    r.attachment_mb_per_sec / seq,
+                    r.attachment_mb_per_sec / small_file_mb_per_sec(&self.limits).max(1e-9)
                 )
             } else {
                 "—".to_owned()
@@ -531,6 +547,11 @@ impl Report {
             }
         }
     }
+}
+
+/// The small-file limit in MB/s (10^6 bytes).
+fn small_file_mb_per_sec(l: &Limits) -> f64 {
+    l.small_files_per_sec * crate::limits::SMALL_FILE_BYTES as f64 / 1e6
 }
 
 impl Report {
