@@ -17,6 +17,11 @@
 //! if no change to those tables began since the database read behind that answer started, and
 //! none is still unfinished.
 //!
+//! SQLite calls the update hook for rows changed by triggers and foreign-key actions too, but not
+//! for `WITHOUT ROWID` tables nor for a `DELETE` without `WHERE` (the truncate optimisation):
+//! neither watched table is `WITHOUT ROWID`, and nothing empties them whole; the store suite's
+//! revocation and withdrawal checks fail if either stops being true.
+//!
 //! Its limit: the hook sees this process's pool connections. The intake writer and the bulk
 //! readers never write those tables, no CLI command does, and the data directory's lock keeps a
 //! second server out; as a backstop against a writer nobody foresaw, an entry is also trusted
