@@ -23,9 +23,12 @@
 //! revocation and withdrawal checks fail if either stops being true.
 //!
 //! Its limit: the hook sees this process's pool connections. The intake writer and the bulk
-//! readers never write those tables, no CLI command does, and the data directory's lock keeps a
-//! second server out; as a backstop against a writer nobody foresaw, an entry is also trusted
-//! for at most [`MAX_AGE`].
+//! readers never write those tables, and the data directory's lock keeps a second server out, but
+//! one command does write them from a process of its own while the server runs: `fieldvault
+//! restore --project ID --into-live`, which puts a project's rows, its collectors' assignments
+//! among them, back as they were. So an entry is also trusted for at most [`MAX_AGE`], one second,
+//! the bound `server/service/hot_cache.rs` already gives the project, form and role a submission
+//! is checked against; a change made through the server itself still applies at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,8 +42,8 @@ use crate::AppUserRow;
 /// A collector and its assigned forms, as the token lookup returns them.
 pub(crate) type Collector = (AppUserRow, Vec<i64>);
 
-/// Longest an entry is trusted, whatever the epoch says.
-pub(crate) const MAX_AGE: Duration = Duration::from_secs(10);
+/// Longest an entry is trusted, whatever the epoch says (see the module's last paragraph).
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(1);
 /// Entries kept before the cache is emptied (bounds memory under many distinct tokens).
 const MAX_ENTRIES: usize = 10_000;
 /// The tables the token lookup reads.

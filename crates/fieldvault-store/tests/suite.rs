@@ -1087,6 +1087,61 @@ async fn forms_and_submissions(settings: StorageSettings) {
     }
 }
 
+/// A second process on the same data directory (as `fieldvault restore --project ID
+/// --into-live` is, beside a running server) changes collectors behind the first one's
+/// token-lookup cache: the first sees it within the cache's one-second bound.
+#[tokio::test]
+async fn sqlite_token_lookups_see_another_process_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&dir.path().join("data"), None);
+    let server = open(&settings, true).await.unwrap();
+    let store = server.store.clone();
+    let (dk, _) = server.keyring.new_data_key().unwrap();
+    let pid = store
+        .create_project(
+            &NewProject {
+                name: "P".into(),
+                description: None,
+                created_by: None,
+            },
+            &dk,
+        )
+        .await
+        .unwrap()
+        .project_id();
+    let (f, _) = store
+        .create_form(pid, &def("household", "1", &[]), true)
+        .await
+        .unwrap();
+    let au = store
+        .create_app_user(pid, "Enumerator", b"hash-other", None)
+        .await
+        .unwrap();
+    store.assign_form(au.id, f.id).await.unwrap();
+    for _ in 0..3 {
+        let (_, forms) = store
+            .app_user_with_forms_by_token_hash(b"hash-other")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(forms, vec![f.id]);
+    }
+    let other = open(&settings, false).await.unwrap();
+    other.store.unassign_form(au.id, f.id).await.unwrap();
+    other.store.revoke_app_user(au.id).await.unwrap();
+    other.store.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert!(
+        store
+            .app_user_with_forms_by_token_hash(b"hash-other")
+            .await
+            .unwrap()
+            .is_none(),
+        "a revocation by another process is seen within a second"
+    );
+    store.close().await;
+}
+
 #[tokio::test]
 async fn postgres_migrations_are_safe_when_instances_start_together() {
     let Some(db) = TestDb::create().await else {
