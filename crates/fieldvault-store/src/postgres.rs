@@ -37,7 +37,7 @@ impl PgStore {
     async fn app_user_by_token(
         &self,
         hash: &[u8],
-    ) -> Result<Option<(crate::AppUserRow, Vec<i64>)>, StoreError> {
+    ) -> Result<Option<crate::token_cache::Collector>, StoreError> {
         self.app_user_by_token_pooled(hash).await
     }
 

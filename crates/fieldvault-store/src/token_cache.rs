@@ -101,7 +101,8 @@ impl TokenCache {
         let Ok(mut map) = self.entries.lock() else {
             return;
         };
-        if self.stamp().epoch != stamp.epoch || !self.stamp().clean {
+        let now = self.stamp();
+        if now.epoch != stamp.epoch || !now.clean {
             return;
         }
         if map.len() >= MAX_ENTRIES {

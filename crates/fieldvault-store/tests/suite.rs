@@ -28,6 +28,26 @@ fn settings(dir: &std::path::Path, url: Option<&str>) -> StorageSettings {
     }
 }
 
+/// A project named `name` under a fresh data key, created by nobody.
+async fn new_project(
+    opened: &fieldvault_store::Opened,
+    name: &str,
+) -> fieldvault_store::ProjectRow {
+    let (dk, _) = opened.keyring.new_data_key().unwrap();
+    opened
+        .store
+        .create_project(
+            &NewProject {
+                name: name.into(),
+                description: None,
+                created_by: None,
+            },
+            &dk,
+        )
+        .await
+        .unwrap()
+}
+
 fn user(name: &str) -> NewUser {
     NewUser {
         username: name.into(),
@@ -592,18 +612,7 @@ fn att(name: &str, blob: &str) -> ReceivedAttachment {
 async fn forms_and_submissions(settings: StorageSettings) {
     let opened = open(&settings, true).await.unwrap();
     let store = opened.store.clone();
-    let (dk, _) = opened.keyring.new_data_key().unwrap();
-    let p = store
-        .create_project(
-            &NewProject {
-                name: "P".into(),
-                description: None,
-                created_by: None,
-            },
-            &dk,
-        )
-        .await
-        .unwrap();
+    let p = new_project(&opened, "P").await;
     let pid = p.project_id();
 
     // Forms: create published, refuse a duplicate id, drafts, versions.
@@ -1096,19 +1105,7 @@ async fn sqlite_token_lookups_see_another_process_within_a_second() {
     let settings = settings(&dir.path().join("data"), None);
     let server = open(&settings, true).await.unwrap();
     let store = server.store.clone();
-    let (dk, _) = server.keyring.new_data_key().unwrap();
-    let pid = store
-        .create_project(
-            &NewProject {
-                name: "P".into(),
-                description: None,
-                created_by: None,
-            },
-            &dk,
-        )
-        .await
-        .unwrap()
-        .project_id();
+    let pid = new_project(&server, "P").await.project_id();
     let (f, _) = store
         .create_form(pid, &def("household", "1", &[]), true)
         .await
@@ -1604,18 +1601,7 @@ async fn project_keys(settings: StorageSettings) {
     use fieldvault_store::KeyedDef;
     let opened = open(&settings, true).await.unwrap();
     let store = opened.store.clone();
-    let (dk, _) = opened.keyring.new_data_key().unwrap();
-    let p = store
-        .create_project(
-            &NewProject {
-                name: "K".into(),
-                description: None,
-                created_by: None,
-            },
-            &dk,
-        )
-        .await
-        .unwrap();
+    let p = new_project(&opened, "K").await;
     let pid = p.project_id();
     let (f, d1) = store
         .create_form(pid, &def("keyed", "1", &["logo.png"]), true)
@@ -1789,18 +1775,7 @@ async fn data_postgres() {
 async fn submission_data(settings: StorageSettings) {
     let opened = open(&settings, true).await.unwrap();
     let store = opened.store.clone();
-    let (dk, _) = opened.keyring.new_data_key().unwrap();
-    let p = store
-        .create_project(
-            &NewProject {
-                name: "P".into(),
-                description: None,
-                created_by: None,
-            },
-            &dk,
-        )
-        .await
-        .unwrap();
+    let p = new_project(&opened, "P").await;
     let (f, d) = store
         .create_form(p.project_id(), &def("census", "1", &[]), true)
         .await

@@ -82,8 +82,8 @@ macro_rules! form_store_impl {
             ) -> Result<Option<($crate::AppUserRow, Vec<i64>)>, $crate::StoreError> {
                 let rows = sqlx::query($crate::sql::APP_USER_BY_TOKEN)
                     .bind(hash)
-                .fetch_all(&self.pool)
-                .await?;
+                    .fetch_all(&self.pool)
+                    .await?;
                 let Some(first) = rows.first() else {
                     return Ok(None);
                 };
