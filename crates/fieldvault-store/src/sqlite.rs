@@ -126,31 +126,11 @@ impl SqliteStore {
         if let Some(hit) = self.tokens.get(stamp, hash) {
             return Ok(Some(hit));
         }
-        let found = self.app_user_by_token_uncached(hash).await?;
+        let found = self.app_user_by_token_pooled(hash).await?;
         if let Some(c) = &found {
             self.tokens.put(stamp, hash, c);
         }
         Ok(found)
-    }
-
-    /// The token lookup in the database: on the intake writer's connection when it is idle (its
-    /// cache survives its own commits), else through the pool; nothing waits for a batch being
-    /// written.
-    async fn app_user_by_token_uncached(
-        &self,
-        hash: &[u8],
-    ) -> Result<Option<crate::token_cache::Collector>, StoreError> {
-        if self.intake.is_idle() {
-            let writer = self.intake.clone();
-            let h = hash.to_vec();
-            let read = tokio::task::spawn_blocking(move || writer.try_app_user_by_token(&h))
-                .await
-                .map_err(|e| StoreError::Backend(format!("intake writer: {e}")))?;
-            if let Some(found) = read {
-                return found;
-            }
-        }
-        self.app_user_by_token_pooled(hash).await
     }
 
     /// Writes an encrypted, consistent copy of the database to `dest` (`VACUUM INTO`).

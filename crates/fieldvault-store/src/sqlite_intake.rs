@@ -22,8 +22,7 @@ use rusqlite::{OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 
 use crate::bulk_read::SqliteSource;
 use crate::intake_split::slots;
-use crate::token_cache::Collector;
-use crate::{AppUserRow, NewSubmission, StoreError};
+use crate::{NewSubmission, StoreError};
 
 /// The intake writer's connection, opened on first use.
 pub(crate) struct IntakeWriter {
@@ -56,25 +55,6 @@ impl IntakeWriter {
             return Err(StoreError::Unavailable("the store is closing".into()));
         }
         self.run(&mut slot, |c| insert(c, items))
-    }
-
-    /// No batch is being written right now (a hint: it may start at once).
-    pub(crate) fn is_idle(&self) -> bool {
-        self.conn.try_lock().is_ok()
-    }
-
-    /// [`crate::FormStore::app_user_with_forms_by_token_hash`] on this connection, between
-    /// batches (see `SqliteStore::app_user_by_token`); `None`, without waiting, when a batch is
-    /// being written. Blocking.
-    pub(crate) fn try_app_user_by_token(
-        &self,
-        hash: &[u8],
-    ) -> Option<Result<Option<Collector>, StoreError>> {
-        let mut slot = self.conn.try_lock().ok()?;
-        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return None;
-        }
-        Some(self.run(&mut slot, |c| app_user_by_token(c, hash)))
     }
 
     /// Runs `f` on the connection in `slot`, opening one if there is none. Any error drops the
@@ -181,36 +161,6 @@ fn insert(
     }
     tx.commit()?;
     Ok(inserted)
-}
-
-/// The rows of [`crate::sql::APP_USER_BY_TOKEN`]: the collector from the first, the assigned
-/// forms from all.
-fn app_user_by_token(
-    conn: &mut rusqlite::Connection,
-    hash: &[u8],
-) -> rusqlite::Result<Option<Collector>> {
-    let mut stmt = conn.prepare_cached(crate::sql::APP_USER_BY_TOKEN)?;
-    let mut rows = stmt.query(params![hash])?;
-    let mut found: Option<Collector> = None;
-    while let Some(r) = rows.next()? {
-        let form: Option<i64> = r.get(7)?;
-        match &mut found {
-            Some((_, forms)) => forms.extend(form),
-            None => {
-                let user = AppUserRow {
-                    id: r.get(0)?,
-                    project_id: r.get(1)?,
-                    display_name: r.get(2)?,
-                    token_hash: r.get(3)?,
-                    created_by: r.get(4)?,
-                    created_at: r.get(5)?,
-                    revoked_at: r.get(6)?,
-                };
-                found = Some((user, form.into_iter().collect()));
-            }
-        }
-    }
-    Ok(found)
 }
 
 /// The same mapping as sqlx's errors get ([`StoreError::from`]): a unique violation is a

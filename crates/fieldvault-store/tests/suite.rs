@@ -999,9 +999,9 @@ async fn forms_and_submissions(settings: StorageSettings) {
         "{r:?}"
     );
 
-    // The token lookup of every collector request (on SQLite, on the intake writer's connection
-    // between batches, whose page cache outlives its commits): assignments and a revocation
-    // made through other connections are seen at once, intake in between or not.
+    // The token lookup of every collector request (on SQLite, answered from the lookup cache
+    // between changes): assignments and a revocation are seen at once, intake in between or
+    // not.
     let lookup = |hash: &'static [u8]| {
         let store = store.clone();
         async move { store.app_user_with_forms_by_token_hash(hash).await.unwrap() }

@@ -23,8 +23,7 @@ macro_rules! app_user_cols {
 }
 
 /// A collector by token hash (not revoked), one row per assigned form (`assigned_form_id`,
-/// NULL when none), sorted by form. SQLite also steps it through rusqlite
-/// (`crate::sqlite_intake`), reading the columns by position.
+/// NULL when none), sorted by form.
 pub(crate) const APP_USER_BY_TOKEN: &str = "SELECT u.id, u.project_id, u.display_name, \
      u.token_hash, u.created_by, u.created_at, u.revoked_at, a.form_id AS assigned_form_id \
      FROM app_users u LEFT JOIN form_assignments a ON a.app_user_id = u.id \
@@ -74,8 +73,8 @@ macro_rules! form_store_impl {
         }
 
         impl $store {
-            /// [`crate::FormStore::app_user_with_forms_by_token_hash`] through the pool (each
-            /// backend's `app_user_by_token` decides where it reads).
+            /// [`crate::FormStore::app_user_with_forms_by_token_hash`] in the database (each
+            /// backend's `app_user_by_token` decides whether to ask it).
             async fn app_user_by_token_pooled(
                 &self,
                 hash: &[u8],
